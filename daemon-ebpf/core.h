@@ -1,0 +1,192 @@
+/* core.h: the kernel structure fields picosnitch reads, declared for CO-RE relocation. */
+#ifndef PICOSNITCH_CORE_H
+#define PICOSNITCH_CORE_H
+
+/* Kernel names for pt_regs fields in bpf_tracing.h. */
+#define __VMLINUX_H__
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef signed char __s8;
+typedef short __s16;
+typedef int __s32;
+typedef long long __s64;
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u32 __wsum;
+typedef __u8 u8;
+typedef __u16 u16;
+typedef __u32 u32;
+typedef __u64 u64;
+typedef _Bool bool;
+#define true 1
+#define false 0
+
+enum bpf_map_type {
+	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_RINGBUF = 27,
+};
+
+enum {
+	BPF_ANY = 0,
+	BPF_NOEXIST = 1,
+};
+
+#define PRESERVE __attribute__((preserve_access_index))
+
+typedef struct {
+	int counter;
+} PRESERVE atomic_t;
+
+struct pt_regs {
+	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs,
+		flags, sp, ss;
+} PRESERVE;
+
+struct ns_common {
+	unsigned int inum;
+} PRESERVE;
+
+struct net {
+	struct ns_common ns;
+} PRESERVE;
+
+typedef struct {
+	struct net *net;
+} PRESERVE possible_net_t;
+
+struct in6_addr {
+	union {
+		__u8 u6_addr8[16];
+		__be32 u6_addr32[4];
+	} in6_u;
+} PRESERVE;
+
+struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	possible_net_t skc_net;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+} PRESERVE;
+
+struct super_block {
+	unsigned int s_dev;
+} PRESERVE;
+
+struct inode {
+	unsigned short i_mode;
+	unsigned long i_ino;
+	struct super_block *i_sb;
+} PRESERVE;
+
+struct file {
+	struct inode *f_inode;
+	void *private_data;
+} PRESERVE;
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} PRESERVE;
+
+struct files_struct {
+	struct fdtable *fdt;
+} PRESERVE;
+
+struct sock;
+
+struct socket {
+	short type;
+	struct file *file;
+	struct sock *sk;
+} PRESERVE;
+
+struct sock {
+	struct sock_common __sk_common;
+	__u16 sk_protocol;
+	__u16 sk_type;
+	struct socket *sk_socket;
+} PRESERVE;
+
+struct mm_struct {
+	struct file *exe_file;
+} PRESERVE;
+
+struct signal_struct {
+	atomic_t live;
+} PRESERVE;
+
+struct task_struct {
+	int pid;
+	int tgid;
+	struct task_struct *real_parent;
+	struct task_struct *group_leader;
+	struct mm_struct *mm;
+	struct signal_struct *signal;
+	struct files_struct *files;
+	__u64 start_boottime;
+	char comm[16];
+} PRESERVE;
+
+struct msghdr {
+	void *msg_name;
+	int msg_namelen;
+} PRESERVE;
+
+/* User-space layouts (ABI, not relocated). */
+struct user_msghdr {
+	void *msg_name;
+	int msg_namelen;
+	void *msg_iov;
+	unsigned long msg_iovlen;
+	void *msg_control;
+	unsigned long msg_controllen;
+	unsigned int msg_flags;
+};
+
+struct mmsghdr {
+	struct user_msghdr msg_hdr;
+	unsigned int msg_len;
+};
+
+struct sockaddr_in_abi {
+	__u16 family;
+	__be16 port;
+	__be32 addr;
+};
+
+struct sockaddr_in6_abi {
+	__u16 family;
+	__be16 port;
+	__u32 flowinfo;
+	__u8 addr[16];
+};
+
+/* Tracepoint contexts (stable ABI of the trace event format). */
+struct trace_entry {
+	unsigned short type;
+	unsigned char flags;
+	unsigned char preempt_count;
+	int pid;
+};
+
+struct sys_enter_ctx {
+	struct trace_entry ent;
+	long id;
+	unsigned long args[6];
+};
+
+struct sys_exit_ctx {
+	struct trace_entry ent;
+	long id;
+	long ret;
+};
+
+#endif

@@ -1,0 +1,68 @@
+/* records.h: the records the kernel side hands to the daemon; mirrored by daemon/src/collector/records.rs. */
+#ifndef PICOSNITCH_RECORDS_H
+#define PICOSNITCH_RECORDS_H
+
+/* Key of the per-(process, socket, peer) totals map. The peer is part of the key so that an
+ * unconnected UDP/ICMP/raw socket gets one row per remote address. */
+struct flow_key {
+	__u64 sock_ino; /* inode number of the socket, unique while it is open */
+	__u32 tgid;
+	__u16 family; /* AF_INET, AF_INET6, AF_PACKET */
+	__u16 rport;  /* host byte order */
+	__u8 raddr[16]; /* IPv4 in the first 4 bytes */
+};
+
+/* Value: counters updated with atomic adds, and what was known when the first byte was seen. */
+struct flow_val {
+	__u64 send_bytes;
+	__u64 recv_bytes;
+	__u64 send_events;
+	__u64 recv_events;
+	__u64 start_ns; /* task start_boottime of the thread group leader */
+	__u64 exe_ino;
+	__u64 pexe_ino;
+	__u64 gpexe_ino;
+	__u32 exe_dev; /* kernel dev_t (major << 20 | minor) */
+	__u32 pexe_dev;
+	__u32 gpexe_dev;
+	__u32 uid;
+	__u32 ppid;
+	__u32 gppid;
+	__u32 netns;
+	__u16 protocol;
+	__u16 lport;
+	__u8 laddr[16];
+	char comm[16];
+};
+
+enum proc_event_kind {
+	PROC_EXEC = 1,
+	PROC_FORK = 2,
+	PROC_EXIT = 3,
+};
+
+struct proc_event {
+	__u32 kind;
+	__u32 tgid;
+	__u32 ppid;
+	__u32 uid;
+	__u64 start_ns;
+	__u64 exe_ino;
+	__u32 exe_dev;
+	__u32 pad;
+	char comm[16];
+};
+
+/* Indices of the per-CPU loss and activity counters. */
+enum stat_index {
+	STAT_PROC_RINGBUF_FULL = 0, /* process event dropped: ring buffer full */
+	STAT_TOTALS_MAP_FULL = 1,   /* traffic not counted: totals map full */
+	STAT_PENDING_MAP_FULL = 2,  /* unconnected receive whose peer could not be held */
+	STAT_PEER_UNREADABLE = 3,   /* peer address of an unconnected socket could not be read */
+	STAT_SEND_CALLS = 4,
+	STAT_RECV_CALLS = 5,
+	STAT_PROC_EVENTS = 6,
+	STAT_MAX = 8,
+};
+
+#endif

@@ -1,0 +1,32 @@
+//! build.rs: compiles the eBPF C sources in daemon-ebpf/ with clang (CO-RE) into OUT_DIR.
+use std::{env, path::PathBuf, process::Command};
+
+fn main() {
+    let src_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("../daemon-ebpf");
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("picosnitch.bpf.o");
+    for f in ["picosnitch.bpf.c", "core.h", "records.h"] {
+        println!("cargo:rerun-if-changed={}", src_dir.join(f).display());
+    }
+    let clang = env::var("CLANG").unwrap_or_else(|_| "clang".into());
+    let status = Command::new(&clang)
+        .args([
+            "-g",
+            "-O2",
+            "-target",
+            "bpf",
+            "-D__TARGET_ARCH_x86",
+            "-Wall",
+            "-Werror",
+        ])
+        .args(["-Wno-unused-function", "-I/usr/include/x86_64-linux-gnu"])
+        .arg("-c")
+        .arg(src_dir.join("picosnitch.bpf.c"))
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {clang} (apt-get install clang libbpf-dev): {e}"));
+    assert!(
+        status.success(),
+        "clang failed to compile the eBPF programs"
+    );
+}

@@ -1,0 +1,174 @@
+//! hooks.rs: the hook sets of DESIGN §3 and attaching the best one this kernel allows.
+//!
+//! Sets are tried in order; a set that fails half-way is unloaded entirely before the next is
+//! tried, so no program of a refused set stays in the kernel.
+use aya::programs::{BtfTracePoint, FExit, KProbe, RawTracePoint, TracePoint};
+use aya::{Btf, Ebpf};
+
+/// How one program of the object is attached.
+#[derive(Debug, Clone, Copy)]
+pub enum Attach {
+    BtfTp(&'static str, &'static str),
+    Tp(&'static str, &'static str, &'static str),
+    RawTp(&'static str, &'static str),
+    FExit(&'static str, &'static str),
+    KProbe(&'static str, &'static str),
+}
+
+impl Attach {
+    fn program(&self) -> &'static str {
+        match *self {
+            Attach::BtfTp(p, _)
+            | Attach::Tp(p, _, _)
+            | Attach::RawTp(p, _)
+            | Attach::FExit(p, _)
+            | Attach::KProbe(p, _) => p,
+        }
+    }
+}
+
+pub struct HookSet {
+    pub name: &'static str,
+    pub what: &'static str,
+    pub attach: &'static [Attach],
+}
+
+/// Traffic hook sets, best first.
+pub const TRAFFIC: [HookSet; 3] = [
+    HookSet {
+        name: "tp_btf",
+        what: "sock_send_length/sock_recv_length tracepoints (kernel >= 6.3), every socket family",
+        attach: &[
+            Attach::BtfTp("tp_sock_send_length", "sock_send_length"),
+            Attach::BtfTp("tp_sock_recv_length", "sock_recv_length"),
+            Attach::Tp("sys_enter_sendmmsg", "syscalls", "sys_enter_sendmmsg"),
+            Attach::Tp("sys_exit_sendmmsg", "syscalls", "sys_exit_sendmmsg"),
+            Attach::Tp("sys_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
+            Attach::Tp("sys_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
+            Attach::Tp("sys_exit_recvmmsg", "syscalls", "sys_exit_recvmmsg"),
+        ],
+    },
+    HookSet {
+        name: "fexit",
+        what: "fexit on inet_sendmsg/inet6_sendmsg/inet_recvmsg/inet6_recvmsg",
+        attach: &[
+            Attach::FExit("fexit_inet_sendmsg", "inet_sendmsg"),
+            Attach::FExit("fexit_inet6_sendmsg", "inet6_sendmsg"),
+            Attach::FExit("fexit_inet_recvmsg", "inet_recvmsg"),
+            Attach::FExit("fexit_inet6_recvmsg", "inet6_recvmsg"),
+        ],
+    },
+    HookSet {
+        name: "kprobe",
+        what: "kprobe/kretprobe on inet_sendmsg/inet6_sendmsg/inet_recvmsg/inet6_recvmsg",
+        attach: &[
+            Attach::KProbe("kp_inet_sendmsg", "inet_sendmsg"),
+            Attach::KProbe("kr_inet_sendmsg", "inet_sendmsg"),
+            Attach::KProbe("kp_inet6_sendmsg", "inet6_sendmsg"),
+            Attach::KProbe("kr_inet6_sendmsg", "inet6_sendmsg"),
+            Attach::KProbe("kp_inet_recvmsg", "inet_recvmsg"),
+            Attach::KProbe("kr_inet_recvmsg", "inet_recvmsg"),
+            Attach::KProbe("kp_inet6_recvmsg", "inet6_recvmsg"),
+            Attach::KProbe("kr_inet6_recvmsg", "inet6_recvmsg"),
+        ],
+    },
+];
+
+/// Hooks every traffic set needs: process lifetimes and splice() receive.
+pub const COMMON: HookSet = HookSet {
+    name: "common",
+    what: "sched_process_exec/fork/exit raw tracepoints, splice syscall tracepoints",
+    attach: &[
+        Attach::RawTp("raw_sched_process_exec", "sched_process_exec"),
+        Attach::RawTp("raw_sched_process_fork", "sched_process_fork"),
+        Attach::RawTp("raw_sched_process_exit", "sched_process_exit"),
+        Attach::Tp("sys_enter_splice", "syscalls", "sys_enter_splice"),
+        Attach::Tp("sys_exit_splice", "syscalls", "sys_exit_splice"),
+    ],
+};
+
+fn attach_one(ebpf: &mut Ebpf, btf: &Btf, a: Attach) -> Result<(), String> {
+    let prog = ebpf
+        .program_mut(a.program())
+        .ok_or_else(|| format!("program {} missing from the object", a.program()))?;
+    let r: Result<(), aya::programs::ProgramError> = (|| {
+        match a {
+            Attach::BtfTp(_, tp) => {
+                let p: &mut BtfTracePoint = prog.try_into()?;
+                p.load(tp, btf)?;
+                p.attach()?;
+            }
+            Attach::Tp(_, cat, name) => {
+                let p: &mut TracePoint = prog.try_into()?;
+                p.load()?;
+                p.attach(cat, name)?;
+            }
+            Attach::RawTp(_, name) => {
+                let p: &mut RawTracePoint = prog.try_into()?;
+                p.load()?;
+                p.attach(name)?;
+            }
+            Attach::FExit(_, func) => {
+                let p: &mut FExit = prog.try_into()?;
+                p.load(func, btf)?;
+                p.attach()?;
+            }
+            Attach::KProbe(_, func) => {
+                let p: &mut KProbe = prog.try_into()?;
+                p.load()?;
+                p.attach(func, 0)?;
+            }
+        }
+        Ok(())
+    })();
+    r.map_err(|e| format!("{}: {}", a.program(), error_chain(&e)))
+}
+
+fn unload_one(ebpf: &mut Ebpf, a: Attach) {
+    let Some(prog) = ebpf.program_mut(a.program()) else {
+        return;
+    };
+    // Unloading detaches every link the program holds; errors mean it was never loaded.
+    let _ = match a {
+        Attach::BtfTp(..) => <&mut BtfTracePoint>::try_from(prog).map(|p| p.unload()),
+        Attach::Tp(..) => <&mut TracePoint>::try_from(prog).map(|p| p.unload()),
+        Attach::RawTp(..) => <&mut RawTracePoint>::try_from(prog).map(|p| p.unload()),
+        Attach::FExit(..) => <&mut FExit>::try_from(prog).map(|p| p.unload()),
+        Attach::KProbe(..) => <&mut KProbe>::try_from(prog).map(|p| p.unload()),
+    };
+}
+
+/// Attaches every program of a set, or none: on failure the set is unloaded and the reason kept.
+pub fn attach_set(ebpf: &mut Ebpf, btf: &Btf, set: &HookSet) -> Result<(), String> {
+    for (i, a) in set.attach.iter().enumerate() {
+        if let Err(e) = attach_one(ebpf, btf, *a) {
+            for done in &set.attach[..=i] {
+                unload_one(ebpf, *done);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+pub fn unload_set(ebpf: &mut Ebpf, set: &HookSet) {
+    for a in set.attach {
+        unload_one(ebpf, *a);
+    }
+}
+
+/// Renders an error with its sources, e.g. "the BPF_PROG_LOAD syscall failed: Permission denied".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    // Verifier logs are long; the first line names the problem.
+    s.lines().next().unwrap_or_default().to_string()
+}

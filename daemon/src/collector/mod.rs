@@ -1,0 +1,177 @@
+//! collector: loads the embedded eBPF object, attaches the best hooks, drains the per-socket
+//! totals, reads process events and counts every loss the kernel side reports.
+pub mod batch;
+pub mod drain;
+pub mod hooks;
+pub mod kernel;
+pub mod records;
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::{Btf, Ebpf, EbpfLoader};
+use records::{FlowKey, FlowVal, STAT_NAMES};
+use std::os::fd::AsFd;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/picosnitch.bpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    #[error("picosnitch must run as root (it needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN to load eBPF programs)")]
+    NotPrivileged,
+    #[error("this kernel has no BTF ({}, CONFIG_DEBUG_INFO_BTF): picosnitch needs it to relocate its eBPF programs", kernel::BTF_PATH)]
+    NoBtf,
+    #[error("cannot load the eBPF object: {0}")]
+    Load(String),
+    #[error("{0}")]
+    Tracefs(String),
+    #[error("no traffic hook set can be attached on kernel {release}: {}", reasons.iter().map(|(n, r)| format!("{n}: {r}")).collect::<Vec<_>>().join("; "))]
+    NoHooks {
+        release: String,
+        reasons: Vec<(&'static str, String)>,
+    },
+    #[error("cannot attach the process hooks: {0}")]
+    Common(String),
+    #[error("eBPF map {0} is missing or has the wrong type")]
+    Map(&'static str),
+}
+
+pub struct Options {
+    pub totals_capacity: u32,
+    pub ring_bytes: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            totals_capacity: 65536,
+            ring_bytes: 256 * 4096,
+        }
+    }
+}
+
+/// What was attached, and why better sets were refused.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    pub hook_set: &'static str,
+    pub refused: Vec<(&'static str, String)>,
+}
+
+pub struct Collector {
+    ebpf: Ebpf,
+    totals: MapData,
+    stats: PerCpuArray<MapData, u64>,
+    ring: Option<RingBuf<MapData>>,
+    pub capacity: u32,
+    pub attached: Attached,
+}
+
+fn check_kernel() -> Result<Btf, CollectorError> {
+    if !kernel::has_bpf_caps() {
+        return Err(CollectorError::NotPrivileged);
+    }
+    if !kernel::has_btf() {
+        return Err(CollectorError::NoBtf);
+    }
+    kernel::ensure_tracefs().map_err(CollectorError::Tracefs)?;
+    kernel::raise_memlock();
+    Btf::from_sys_fs().map_err(|_| CollectorError::NoBtf)
+}
+
+fn load(opts: &Options) -> Result<Ebpf, CollectorError> {
+    // The ring buffer size must be a power-of-two number of pages.
+    let ring = opts.ring_bytes.max(4096).next_power_of_two();
+    EbpfLoader::new()
+        .map_max_entries("totals", opts.totals_capacity.max(1024))
+        .map_max_entries("procs", ring)
+        .load(OBJECT)
+        .map_err(|e| CollectorError::Load(hooks::error_chain(&e)))
+}
+
+impl Collector {
+    /// Loads the object and attaches the process hooks and the best traffic hook set.
+    pub fn start(opts: &Options) -> Result<Collector, CollectorError> {
+        let btf = check_kernel()?;
+        let mut ebpf = load(opts)?;
+        hooks::attach_set(&mut ebpf, &btf, &hooks::COMMON).map_err(CollectorError::Common)?;
+        let mut refused = Vec::new();
+        let mut chosen = None;
+        for set in &hooks::TRAFFIC {
+            match hooks::attach_set(&mut ebpf, &btf, set) {
+                Ok(()) => {
+                    chosen = Some(set.name);
+                    break;
+                }
+                Err(e) => refused.push((set.name, e)),
+            }
+        }
+        let Some(hook_set) = chosen else {
+            hooks::unload_set(&mut ebpf, &hooks::COMMON);
+            return Err(CollectorError::NoHooks {
+                release: kernel::release(),
+                reasons: refused,
+            });
+        };
+        let totals = match ebpf.take_map("totals") {
+            Some(aya::maps::Map::HashMap(m)) => m,
+            _ => return Err(CollectorError::Map("totals")),
+        };
+        let stats = ebpf
+            .take_map("stats")
+            .and_then(|m| PerCpuArray::try_from(m).ok())
+            .ok_or(CollectorError::Map("stats"))?;
+        let ring = ebpf
+            .take_map("procs")
+            .and_then(|m| RingBuf::try_from(m).ok())
+            .ok_or(CollectorError::Map("procs"))?;
+        Ok(Collector {
+            ebpf,
+            totals,
+            stats,
+            ring: Some(ring),
+            capacity: opts.totals_capacity.max(1024),
+            attached: Attached { hook_set, refused },
+        })
+    }
+
+    /// Tries every traffic hook set on its own (for `doctor`); nothing stays attached.
+    pub fn probe_all(
+        opts: &Options,
+    ) -> Result<Vec<(&'static str, Result<(), String>)>, CollectorError> {
+        let btf = check_kernel()?;
+        let mut out = Vec::new();
+        for set in std::iter::once(&hooks::COMMON).chain(hooks::TRAFFIC.iter()) {
+            let mut ebpf = load(opts)?;
+            let r = hooks::attach_set(&mut ebpf, &btf, set);
+            hooks::unload_set(&mut ebpf, set);
+            out.push((set.name, r));
+        }
+        Ok(out)
+    }
+
+    /// The process-event ring buffer, handed once to the reader task.
+    pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
+        self.ring.take()
+    }
+
+    pub fn read_totals(&self) -> std::io::Result<Vec<(FlowKey, FlowVal)>> {
+        batch::lookup_all(self.totals.fd().as_fd(), self.capacity as usize)
+    }
+
+    pub fn retire(&self, keys: &[FlowKey]) -> std::io::Result<usize> {
+        batch::delete_keys(self.totals.fd().as_fd(), keys)
+    }
+
+    /// Per-CPU counters summed, indexed as `records::STAT_NAMES`.
+    pub fn stats(&self) -> [u64; STAT_NAMES.len()] {
+        let mut out = [0u64; STAT_NAMES.len()];
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(v) = self.stats.get(&(i as u32), 0) {
+                *slot = v.iter().sum();
+            }
+        }
+        out
+    }
+
+    pub fn programs_loaded(&self) -> usize {
+        self.ebpf.programs().count()
+    }
+}

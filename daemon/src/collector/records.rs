@@ -1,0 +1,176 @@
+//! records.rs: `#[repr(C)]` mirrors of daemon-ebpf/records.h and their conversion to model types.
+use crate::model::{FileId, FlowDelta, KernelProc, ProcEvent};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const AF_PACKET: u16 = 17;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub sock_ino: u64,
+    pub tgid: u32,
+    pub family: u16,
+    pub rport: u16,
+    pub raddr: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FlowVal {
+    pub send_bytes: u64,
+    pub recv_bytes: u64,
+    pub send_events: u64,
+    pub recv_events: u64,
+    pub start_ns: u64,
+    pub exe_ino: u64,
+    pub pexe_ino: u64,
+    pub gpexe_ino: u64,
+    pub exe_dev: u32,
+    pub pexe_dev: u32,
+    pub gpexe_dev: u32,
+    pub uid: u32,
+    pub ppid: u32,
+    pub gppid: u32,
+    pub netns: u32,
+    pub protocol: u16,
+    pub lport: u16,
+    pub laddr: [u8; 16],
+    pub comm: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RawProcEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub start_ns: u64,
+    pub exe_ino: u64,
+    pub exe_dev: u32,
+    pub pad: u32,
+    pub comm: [u8; 16],
+}
+
+// SAFETY: plain old data, no padding holes the kernel leaves uninitialised (all fields written).
+unsafe impl aya::Pod for FlowKey {}
+unsafe impl aya::Pod for FlowVal {}
+
+/// Indices of the per-CPU counters (enum stat_index in records.h).
+pub const STAT_NAMES: [&str; 8] = [
+    "proc_ringbuf_full",
+    "totals_map_full",
+    "pending_map_full",
+    "peer_unreadable",
+    "send_calls",
+    "recv_calls",
+    "proc_events",
+    "reserved",
+];
+/// Counters that mean data was lost (the others count activity).
+pub const LOSS_STATS: [usize; 4] = [0, 1, 2, 3];
+
+pub fn comm_str(c: &[u8; 16]) -> String {
+    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+    String::from_utf8_lossy(&c[..end]).into_owned()
+}
+
+fn addr_of(family: u16, raw: &[u8; 16]) -> Option<IpAddr> {
+    match family {
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
+        AF_INET6 => {
+            let a = Ipv6Addr::from(*raw);
+            // A dual-stack socket talking to an IPv4 peer: show the IPv4 address.
+            Some(a.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(a)))
+        }
+        _ => None,
+    }
+}
+
+/// Builds the delta of one totals entry from its counters and the previous reading.
+pub fn flow_delta(k: &FlowKey, v: &FlowVal, send: u64, recv: u64, events: u64) -> FlowDelta {
+    FlowDelta {
+        tgid: k.tgid,
+        start_ns: v.start_ns,
+        comm: comm_str(&v.comm),
+        exe: FileId::from_kernel(v.exe_dev, v.exe_ino),
+        parent: KernelProc {
+            tgid: v.ppid,
+            exe: FileId::from_kernel(v.pexe_dev, v.pexe_ino),
+        },
+        grandparent: KernelProc {
+            tgid: v.gppid,
+            exe: FileId::from_kernel(v.gpexe_dev, v.gpexe_ino),
+        },
+        uid: v.uid,
+        family: k.family,
+        protocol: v.protocol,
+        lport: v.lport,
+        rport: k.rport,
+        laddr: addr_of(k.family, &v.laddr),
+        raddr: addr_of(k.family, &k.raddr),
+        netns: v.netns,
+        send,
+        recv,
+        events,
+    }
+}
+
+/// Parses one ring-buffer record; `None` for a record of unknown kind or size.
+pub fn proc_event(bytes: &[u8]) -> Option<ProcEvent> {
+    if bytes.len() < std::mem::size_of::<RawProcEvent>() {
+        return None;
+    }
+    // SAFETY: length checked; RawProcEvent is plain data; read_unaligned handles alignment.
+    let e: RawProcEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let exe = FileId::from_kernel(e.exe_dev, e.exe_ino);
+    Some(match e.kind {
+        1 => ProcEvent::Exec {
+            tgid: e.tgid,
+            ppid: e.ppid,
+            uid: e.uid,
+            start_ns: e.start_ns,
+            exe,
+            comm: comm_str(&e.comm),
+        },
+        2 => ProcEvent::Fork {
+            tgid: e.tgid,
+            ppid: e.ppid,
+            start_ns: e.start_ns,
+            exe,
+        },
+        3 => ProcEvent::Exit { tgid: e.tgid },
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_match_records_h() {
+        assert_eq!(std::mem::size_of::<FlowKey>(), 32);
+        assert_eq!(std::mem::size_of::<FlowVal>(), 128);
+        assert_eq!(std::mem::size_of::<RawProcEvent>(), 56);
+    }
+
+    #[test]
+    fn mapped_v6_is_shown_as_v4() {
+        let mut raw = [0u8; 16];
+        raw[10] = 0xff;
+        raw[11] = 0xff;
+        raw[12..].copy_from_slice(&[10, 0, 0, 1]);
+        assert_eq!(addr_of(AF_INET6, &raw), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(addr_of(AF_PACKET, &raw), None);
+    }
+
+    #[test]
+    fn kernel_dev_converts_to_userspace_encoding() {
+        // 259:3 (nvme partition) in kernel encoding.
+        let f = FileId::from_kernel((259 << 20) | 3, 7);
+        assert_eq!(f.dev, libc::makedev(259, 3));
+    }
+}

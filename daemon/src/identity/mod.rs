@@ -1,0 +1,275 @@
+//! identity: pid → executable. Opens /proc/PID/exe as soon as a process is seen, checks it against
+//! the (dev, ino) the kernel reported, and keeps the fd so the binary can be hashed even after exit.
+pub mod exe_cache;
+pub mod procfs;
+
+use crate::model::{FileId, ProcEvent};
+use exe_cache::ExeCache;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Marker for an executable that could not be opened; the row keeps everything else known.
+pub const EXE_UNAVAILABLE: &str = "!unavailable";
+
+/// One process level of a row, before hashing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct ProcRef {
+    /// The executable as the kernel named it (dev, ino); hashed through the cached fd.
+    pub file: FileId,
+    pub exe: String,
+    pub name: String,
+    pub cmdline: String,
+    /// Why the executable is unknown; `None` when `file` is in the fd cache.
+    pub error: Option<&'static str>,
+}
+
+#[derive(Default, Debug)]
+pub struct Counters {
+    /// Processes whose executable could not be opened (exited first, or /proc unreadable).
+    pub exe_unavailable: AtomicU64,
+    /// /proc/PID/exe named another file than the kernel reported (pid reused or exec raced).
+    pub exe_mismatch: AtomicU64,
+    /// Command lines that could not be read.
+    pub cmdline_unreadable: AtomicU64,
+}
+
+struct Entry {
+    start_ticks: u64,
+    proc: Arc<ProcRef>,
+}
+
+pub struct Identity {
+    procs: HashMap<u32, Entry>,
+    exited: HashSet<u32>,
+    exiting: HashSet<u32>,
+    pub cache: ExeCache,
+    pub counters: Arc<Counters>,
+}
+
+impl Identity {
+    pub fn new(dev_mask: u64, fd_cache_size: usize) -> Self {
+        Identity {
+            procs: HashMap::new(),
+            exited: HashSet::new(),
+            exiting: HashSet::new(),
+            cache: ExeCache::new(fd_cache_size, dev_mask),
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    pub fn on_event(&mut self, ev: &ProcEvent) {
+        match ev {
+            ProcEvent::Exec {
+                tgid,
+                start_ns,
+                exe,
+                comm,
+                ..
+            } => {
+                let p = self.open(*tgid, procfs::ns_to_ticks(*start_ns), *exe, Some(comm));
+                self.procs.insert(
+                    *tgid,
+                    Entry {
+                        start_ticks: procfs::ns_to_ticks(*start_ns),
+                        proc: p,
+                    },
+                );
+            }
+            ProcEvent::Fork {
+                tgid,
+                ppid,
+                start_ns,
+                exe,
+            } => {
+                let ticks = procfs::ns_to_ticks(*start_ns);
+                // A forked child runs its parent's image: share what the parent resolved.
+                let inherited = self
+                    .procs
+                    .get(ppid)
+                    .filter(|e| self.cache.same_file(e.proc.file, *exe) && e.proc.error.is_none())
+                    .map(|e| e.proc.clone());
+                let p = match inherited {
+                    Some(p) => p,
+                    None => self.open(*tgid, ticks, *exe, None),
+                };
+                self.procs.insert(
+                    *tgid,
+                    Entry {
+                        start_ticks: ticks,
+                        proc: p,
+                    },
+                );
+            }
+            ProcEvent::Exit { tgid } => {
+                self.exiting.insert(*tgid);
+            }
+        }
+    }
+
+    /// Forgets processes that exited before the previous drain (their traffic is all counted).
+    pub fn after_drain(&mut self) {
+        for t in self.exited.drain() {
+            self.procs.remove(&t);
+        }
+        std::mem::swap(&mut self.exited, &mut self.exiting);
+    }
+
+    /// Resolves a process the kernel reported with `exe`; `start_ns` 0 means "not known".
+    pub fn resolve(&mut self, tgid: u32, start_ns: u64, exe: FileId, comm: &str) -> Arc<ProcRef> {
+        if tgid == 0 {
+            return Arc::new(ProcRef::default());
+        }
+        let ticks = if start_ns == 0 {
+            0
+        } else {
+            procfs::ns_to_ticks(start_ns)
+        };
+        if let Some(e) = self.procs.get(&tgid) {
+            let same_start = ticks == 0 || e.start_ticks == 0 || e.start_ticks == ticks;
+            if same_start && self.cache.same_file(e.proc.file, exe) && e.proc.error.is_none() {
+                return e.proc.clone();
+            }
+        }
+        let comm = (!comm.is_empty()).then_some(comm);
+        let p = self.open(tgid, ticks, exe, comm);
+        self.procs.insert(
+            tgid,
+            Entry {
+                start_ticks: ticks,
+                proc: p.clone(),
+            },
+        );
+        p
+    }
+
+    /// Reads a live process from /proc, or falls back to the cached fd of the kernel's (dev, ino).
+    fn open(&mut self, tgid: u32, ticks: u64, kexe: FileId, comm: Option<&str>) -> Arc<ProcRef> {
+        let name = comm
+            .map(str::to_string)
+            .or_else(|| procfs::comm(tgid).ok())
+            .unwrap_or_default();
+        if kexe.is_none() {
+            // Kernel threads have no executable.
+            return Arc::new(ProcRef {
+                file: kexe,
+                name,
+                error: Some("kernel thread"),
+                ..Default::default()
+            });
+        }
+        let live = procfs::open_exe(tgid).ok().filter(|o| {
+            let same_file = self.cache.same_file(o.id, kexe);
+            let same_start = ticks == 0 || procfs::start_ticks(tgid).ok() == Some(ticks);
+            if !(same_file && same_start) {
+                tracing::debug!(tgid, path = %o.path, proc_file = ?o.id, kernel_file = ?kexe, same_start, "executable mismatch");
+                self.counters.exe_mismatch.fetch_add(1, Ordering::Relaxed);
+            }
+            same_file && same_start
+        });
+        if let Some(opened) = live {
+            let cmdline = procfs::cmdline(tgid).unwrap_or_else(|_| {
+                self.counters
+                    .cmdline_unreadable
+                    .fetch_add(1, Ordering::Relaxed);
+                String::new()
+            });
+            let exe = self.cache.insert(opened);
+            return Arc::new(ProcRef {
+                file: kexe,
+                exe,
+                name,
+                cmdline,
+                error: None,
+            });
+        }
+        if let Some(cached) = self.cache.get(kexe) {
+            // Same inode as an executable we hold open: the binary is known, the command line is not.
+            return Arc::new(ProcRef {
+                file: kexe,
+                exe: cached.path.clone(),
+                name,
+                cmdline: String::new(),
+                error: None,
+            });
+        }
+        tracing::debug!(tgid, kernel_file = ?kexe, name, "executable unavailable");
+        self.counters
+            .exe_unavailable
+            .fetch_add(1, Ordering::Relaxed);
+        Arc::new(ProcRef {
+            file: kexe,
+            exe: String::new(),
+            name,
+            cmdline: String::new(),
+            error: Some("exited before its executable could be opened"),
+        })
+    }
+
+    /// sha256 (or a `!` marker) of a resolved process level; blocking.
+    pub fn sha256_of(cache: &ExeCache, p: &ProcRef) -> String {
+        match p.error {
+            Some(_) if p.file.is_none() => String::new(),
+            Some(_) => EXE_UNAVAILABLE.to_string(),
+            None => cache
+                .sha256(p.file)
+                .unwrap_or_else(|| EXE_UNAVAILABLE.to_string()),
+        }
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.procs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn own_exe() -> FileId {
+        let m = std::fs::metadata("/proc/self/exe").unwrap();
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    }
+
+    #[test]
+    fn resolves_self_with_cmdline_and_hash() {
+        let mut id = Identity::new(u64::MAX, 64);
+        let me = std::process::id();
+        let p = id.resolve(me, 0, own_exe(), "me");
+        assert!(p.error.is_none());
+        assert_eq!(p.exe, std::env::current_exe().unwrap().to_string_lossy());
+        let h = Identity::sha256_of(&id.cache, &p);
+        let expect = exe_cache::hash_file(&std::fs::File::open("/proc/self/exe").unwrap()).unwrap();
+        assert_eq!(h, expect);
+    }
+
+    #[test]
+    fn mismatching_inode_is_never_attributed() {
+        let mut id = Identity::new(u64::MAX, 64);
+        let me = std::process::id();
+        let wrong = FileId {
+            dev: own_exe().dev,
+            ino: own_exe().ino + 1,
+        };
+        let p = id.resolve(me, 0, wrong, "x");
+        assert!(p.error.is_some());
+        assert!(p.exe.is_empty());
+        assert_eq!(id.counters.exe_mismatch.load(Ordering::Relaxed), 1);
+        assert_eq!(id.counters.exe_unavailable.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn exited_process_resolves_through_cached_inode() {
+        let mut id = Identity::new(u64::MAX, 64);
+        id.resolve(std::process::id(), 0, own_exe(), "me");
+        // A pid that does not exist, running the same binary.
+        let p = id.resolve(u32::MAX - 1, 0, own_exe(), "child");
+        assert!(p.error.is_none());
+        assert_eq!(p.exe, std::env::current_exe().unwrap().to_string_lossy());
+        assert_eq!(p.name, "child");
+    }
+}

@@ -1,0 +1,208 @@
+//! pipeline.rs: the write path. Reads process events as they arrive, drains the kernel totals
+//! every second, resolves identities, fills the write window and hands closed windows to the sink.
+use crate::collector::records::{self, LOSS_STATS, STAT_NAMES};
+use crate::collector::Collector;
+use crate::identity::Identity;
+use crate::model::FlowDelta;
+use crate::sink::{now_unix, Msg, Sink};
+use crate::window::{WinKey, Window};
+use aya::maps::{MapData, RingBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+pub struct Pipeline {
+    pub collector: Collector,
+    pub identity: Identity,
+    drainer: crate::collector::drain::Drainer,
+    window: Window,
+    sink: Sink,
+    last_stats: [u64; STAT_NAMES.len()],
+    last_ident: [u64; 3],
+    last_capacity_warning: Option<Instant>,
+}
+
+const DRAIN_EVERY: Duration = Duration::from_secs(1);
+
+impl Pipeline {
+    pub fn new(collector: Collector, identity: Identity, sink: Sink) -> Self {
+        Pipeline {
+            collector,
+            identity,
+            drainer: Default::default(),
+            window: Window::default(),
+            sink,
+            last_stats: [0; STAT_NAMES.len()],
+            last_ident: [0; 3],
+            last_capacity_warning: None,
+        }
+    }
+
+    fn read_ring(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            if let Some(ev) = records::proc_event(&item) {
+                if let crate::model::ProcEvent::Exit { tgid } = ev {
+                    self.drainer.on_exit(tgid);
+                }
+                self.identity.on_event(&ev);
+            }
+        }
+    }
+
+    fn add(&mut self, now: i64, d: FlowDelta) {
+        let exe = self.identity.resolve(d.tgid, d.start_ns, d.exe, &d.comm);
+        let parent = self.identity.resolve(d.parent.tgid, 0, d.parent.exe, "");
+        let grandparent = self
+            .identity
+            .resolve(d.grandparent.tgid, 0, d.grandparent.exe, "");
+        let addr = |a: Option<std::net::IpAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+        let key = WinKey {
+            exe,
+            parent,
+            grandparent,
+            uid: d.uid,
+            family: d.family,
+            protocol: d.protocol,
+            lport: i32::from(d.lport),
+            rport: i32::from(d.rport),
+            laddr: addr(d.laddr),
+            raddr: addr(d.raddr),
+            domain: String::new(),
+            netns: d.netns,
+        };
+        self.window.add(now, key, d.send, d.recv, d.events);
+    }
+
+    fn drain(&mut self) {
+        let now = now_unix();
+        let entries = match self.collector.read_totals() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("cannot read the kernel totals map: {e}");
+                return;
+            }
+        };
+        let res = self.drainer.apply(entries);
+        if !res.retire.is_empty() {
+            if let Err(e) = self.collector.retire(&res.retire) {
+                tracing::warn!("cannot retire idle totals entries: {e}");
+            }
+        }
+        let cap = self.collector.capacity as usize;
+        if res.entries * 10 >= cap * 9
+            && self
+                .last_capacity_warning
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+        {
+            self.last_capacity_warning = Some(Instant::now());
+            tracing::warn!(
+                entries = res.entries,
+                capacity = cap,
+                "the kernel totals map is near capacity; raise [monitoring] conn_map_max_entries"
+            );
+        }
+        for d in res.deltas {
+            self.add(now, d);
+        }
+        self.identity.after_drain();
+        self.report_losses(now);
+    }
+
+    /// Reports every loss counter that grew since the last drain (log + database).
+    fn report_losses(&mut self, now: i64) {
+        let stats = self.collector.stats();
+        for &i in &LOSS_STATS {
+            let grew = stats[i].saturating_sub(self.last_stats[i]);
+            if grew > 0 {
+                tracing::warn!(
+                    source = STAT_NAMES[i],
+                    count = grew,
+                    "kernel side lost data"
+                );
+                self.loss(now, STAT_NAMES[i], grew);
+            }
+        }
+        self.last_stats = stats;
+        let c = &self.identity.counters;
+        let ident = [
+            c.exe_unavailable.load(Ordering::Relaxed),
+            c.exe_mismatch.load(Ordering::Relaxed),
+            c.cmdline_unreadable.load(Ordering::Relaxed),
+        ];
+        let names = ["exe_unavailable", "exe_mismatch", "cmdline_unreadable"];
+        for i in 0..3 {
+            let grew = ident[i].saturating_sub(self.last_ident[i]);
+            if grew > 0 {
+                tracing::warn!(
+                    source = names[i],
+                    count = grew,
+                    "process identity incomplete"
+                );
+                self.loss(now, names[i], grew);
+            }
+        }
+        self.last_ident = ident;
+    }
+
+    fn loss(&self, contime: i64, source: &str, count: u64) {
+        self.sink.send(Msg::Loss {
+            contime,
+            source: source.to_string(),
+            count,
+        });
+    }
+
+    fn flush(&mut self) {
+        if !self.window.is_empty() {
+            self.sink.send(Msg::Window(self.window.close()));
+        }
+    }
+
+    /// Runs until `shutdown` resolves, then drains and writes everything before returning.
+    pub async fn run(
+        mut self,
+        write_every: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let ring = self
+            .collector
+            .take_ring()
+            .ok_or_else(|| std::io::Error::other("process ring buffer already taken"))?;
+        // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
+        // the AsyncFd owns the ring buffer.
+        let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
+        let mut flush_tick = tokio::time::interval(write_every);
+        drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        flush_tick.tick().await;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    guard.clear_ready();
+                    let rb = guard.get_inner_mut();
+                    self.read_ring(rb);
+                }
+                _ = drain_tick.tick() => {
+                    self.read_ring(ring.get_mut());
+                    self.drain();
+                }
+                _ = flush_tick.tick() => {
+                    self.read_ring(ring.get_mut());
+                    self.drain();
+                    self.flush();
+                }
+                _ = &mut shutdown => break,
+            }
+        }
+        self.read_ring(ring.get_mut());
+        self.drain();
+        self.flush();
+        self.sink.shutdown();
+        Ok(())
+    }
+}

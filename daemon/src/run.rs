@@ -1,0 +1,139 @@
+//! run.rs: starting the monitor in the foreground: config, logging, collector, store, signals.
+use crate::collector::{Collector, CollectorError, Options};
+use crate::identity::{exe_cache, Identity};
+use crate::paths::Paths;
+use crate::pipeline::Pipeline;
+use crate::sink::Sink;
+use crate::store::Store;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Exit statuses the service unit lists in RestartPreventExitStatus (sysexits.h).
+pub const EXIT_CONFIG: u8 = 78;
+pub const EXIT_NOPERM: u8 = 77;
+pub const EXIT_UNAVAILABLE: u8 = 69;
+pub const EXIT_CANTCREAT: u8 = 73;
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PICOSNITCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
+    init_logging();
+    let paths = Paths::from_env();
+    let (cfg_path, must_exist) = match config {
+        Some(p) => (p, true),
+        None => (paths.config.clone(), false),
+    };
+    let loaded = match crate::config::load(&cfg_path, must_exist) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("picosnitch: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let cfg = loaded.config;
+    let opts = Options {
+        totals_capacity: cfg.monitoring.conn_map_max_entries,
+        ring_bytes: cfg.monitoring.perf_ring_buffer_pages.saturating_mul(4096),
+    };
+    let collector = match Collector::start(&opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("picosnitch: {e}");
+            return ExitCode::from(match e {
+                CollectorError::NotPrivileged => EXIT_NOPERM,
+                _ => EXIT_UNAVAILABLE,
+            });
+        }
+    };
+    for (set, why) in &collector.attached.refused {
+        tracing::info!("hook set {set} refused: {why}");
+    }
+    let store = match Store::open(&paths.db) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("picosnitch: {e}");
+            return ExitCode::from(EXIT_CANTCREAT);
+        }
+    };
+    let mask = cfg
+        .monitoring
+        .st_dev_mask
+        .unwrap_or_else(exe_cache::auto_dev_mask);
+    let identity = Identity::new(mask, 4096);
+    let sink = match Sink::start(store, identity.cache.clone(), cfg.database.retention_days) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("picosnitch: cannot start the database writer: {e}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    let hook_set = collector.attached.hook_set;
+    let db = paths.db.display().to_string();
+    let pipeline = Pipeline::new(collector, identity, sink);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("picosnitch: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    let write_every = Duration::from_secs(u64::from(cfg.database.write_limit_seconds));
+    let result = rt.block_on(async {
+        // Handlers are installed before readiness is announced, so no signal is missed.
+        let stop = Shutdown::install()?;
+        tracing::info!(
+            hook_set,
+            db,
+            "picosnitch is monitoring (hook set {hook_set})"
+        );
+        pipeline.run(write_every, stop.wait()).await
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("picosnitch stopped; everything was written");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("picosnitch: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Shutdown {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Shutdown {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: writing the open window"),
+            _ = self.int.recv() => tracing::info!("SIGINT: writing the open window"),
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! sink.rs: the SQLite writer thread. Hashes closed windows, writes each in one transaction,
+//! keeps failed batches to retry (nothing is dropped while the process lives), runs retention.
+use crate::identity::exe_cache::ExeCache;
+use crate::model::Row;
+use crate::store::Store;
+use crate::window::Closed;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub enum Msg {
+    Window(Closed),
+    Loss {
+        contime: i64,
+        source: String,
+        count: u64,
+    },
+    Shutdown,
+}
+
+pub struct Sink {
+    tx: mpsc::Sender<Msg>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// How often retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+impl Sink {
+    pub fn start(mut store: Store, cache: ExeCache, retention_days: u32) -> std::io::Result<Sink> {
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let handle = std::thread::Builder::new()
+            .name("picosnitch-sink".into())
+            .spawn(move || {
+                let mut pending: Vec<Vec<Row>> = Vec::new();
+                let mut losses: Vec<(i64, String, u64)> = Vec::new();
+                let mut last_retention: Option<Instant> = None;
+                loop {
+                    let msg = rx.recv_timeout(Duration::from_secs(5));
+                    let stop = matches!(
+                        msg,
+                        Ok(Msg::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected)
+                    );
+                    match msg {
+                        Ok(Msg::Window(closed)) => pending.push(closed.into_rows(&cache)),
+                        Ok(Msg::Loss {
+                            contime,
+                            source,
+                            count,
+                        }) => losses.push((contime, source, count)),
+                        _ => {}
+                    }
+                    write_pending(&mut store, &mut pending, &mut losses);
+                    if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+                        last_retention = Some(Instant::now());
+                        match store.retention(retention_days, now_unix()) {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(rows = n, "retention removed old rows"),
+                            Err(e) => tracing::error!("retention failed: {e}"),
+                        }
+                    }
+                    if stop {
+                        let rows: usize = pending.iter().map(Vec::len).sum();
+                        if rows > 0 {
+                            tracing::error!(
+                                rows,
+                                "database still failing at exit: {rows} rows not written"
+                            );
+                        }
+                        return;
+                    }
+                }
+            })?;
+        Ok(Sink {
+            tx,
+            handle: Some(handle),
+        })
+    }
+
+    pub fn send(&self, msg: Msg) {
+        // The thread only exits on Shutdown; a send error would mean it panicked.
+        if self.tx.send(msg).is_err() {
+            tracing::error!("database writer has stopped; data of this window is lost");
+        }
+    }
+
+    /// Writes everything queued and waits for the writer to finish.
+    pub fn shutdown(mut self) {
+        let _ = self.tx.send(Msg::Shutdown);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn write_pending(
+    store: &mut Store,
+    pending: &mut Vec<Vec<Row>>,
+    losses: &mut Vec<(i64, String, u64)>,
+) {
+    while let Some(batch) = pending.first() {
+        match store.write_batch(batch) {
+            Ok(_) => {
+                pending.remove(0);
+            }
+            Err(e) => {
+                tracing::error!(
+                    queued = pending.len(),
+                    "cannot write to the database, will retry: {e}"
+                );
+                return;
+            }
+        }
+    }
+    while let Some((t, s, n)) = losses.first() {
+        if let Err(e) = store.record_loss(*t, s, *n) {
+            tracing::error!("cannot record a loss report, will retry: {e}");
+            return;
+        }
+        losses.remove(0);
+    }
+}
