@@ -1619,6 +1619,7 @@ static void parse_args(int argc, char **argv, struct opts *o, const struct case_
 
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); exit(0); }
         if (!strcmp(a, "--no-server")) { o->no_server = 1; continue; }
         if (!strcmp(a, "--quiet")) { o->quiet = 1; continue; }
         if (!strcmp(a, "-6")) { o->addr = "::1"; continue; }
