@@ -135,6 +135,10 @@ struct task_struct {
 	char comm[16];
 } PRESERVE;
 
+struct linux_binprm {
+	const char *filename;
+} PRESERVE;
+
 struct msghdr {
 	void *msg_name;
 	int msg_namelen;

@@ -560,7 +560,8 @@ int BPF_KRETPROBE(kr_inet6_recvmsg, int ret)
 
 /* ---- Processes: exec, fork (new thread groups only), exit of the whole group. ---- */
 
-static __always_inline void emit_proc(__u32 kind, struct task_struct *t, __u32 ppid)
+static __always_inline void emit_proc(__u32 kind, struct task_struct *t, __u32 ppid,
+				      const char *path)
 {
 	struct proc_event *e = bpf_ringbuf_reserve(&procs, sizeof(*e), 0);
 	if (!e) {
@@ -578,15 +579,19 @@ static __always_inline void emit_proc(__u32 kind, struct task_struct *t, __u32 p
 	if (kind != PROC_EXIT)
 		task_exe(t, &e->exe_ino, &e->exe_dev);
 	BPF_CORE_READ_INTO(&e->comm, t, group_leader, comm);
+	e->path[0] = 0;
+	if (path)
+		bpf_probe_read_kernel_str(e->path, sizeof(e->path), path);
 	bpf_ringbuf_submit(e, 0);
 	stat_add(STAT_PROC_EVENTS, 1);
 }
 
 SEC("raw_tp/sched_process_exec")
-int raw_sched_process_exec(void *ctx)
+int BPF_PROG(raw_sched_process_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
 {
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	emit_proc(PROC_EXEC, t, BPF_CORE_READ(t, group_leader, real_parent, tgid));
+	emit_proc(PROC_EXEC, t, BPF_CORE_READ(t, group_leader, real_parent, tgid),
+		  BPF_CORE_READ(bprm, filename));
 	return 0;
 }
 
@@ -595,7 +600,7 @@ int BPF_PROG(raw_sched_process_fork, struct task_struct *parent, struct task_str
 {
 	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
 		return 0;
-	emit_proc(PROC_FORK, child, BPF_CORE_READ(parent, tgid));
+	emit_proc(PROC_FORK, child, BPF_CORE_READ(parent, tgid), 0);
 	return 0;
 }
 
@@ -605,6 +610,6 @@ int raw_sched_process_exit(void *ctx)
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 	if (BPF_CORE_READ(t, signal, live.counter) != 0)
 		return 0;
-	emit_proc(PROC_EXIT, t, 0);
+	emit_proc(PROC_EXIT, t, 0, 0);
 	return 0;
 }

@@ -51,6 +51,7 @@ struct proc_event {
 	__u32 exe_dev;
 	__u32 pad;
 	char comm[16];
+	char path[256]; /* exec: the file name given to execve (may be relative or a symlink) */
 };
 
 /* Indices of the per-CPU loss and activity counters. */

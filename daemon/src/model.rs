@@ -66,6 +66,8 @@ pub enum ProcEvent {
         start_ns: u64,
         exe: FileId,
         comm: String,
+        /// The file name given to execve; a hint, verified against `exe` before use.
+        path: String,
     },
     Fork {
         tgid: u32,

@@ -185,6 +185,7 @@ impl Pipeline {
                     let mut guard = guard?;
                     guard.clear_ready();
                     let rb = guard.get_inner_mut();
+                    tracing::trace!("ring readable");
                     self.read_ring(rb);
                 }
                 _ = drain_tick.tick() => {

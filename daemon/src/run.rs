@@ -43,6 +43,14 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         tracing::warn!("{w}");
     }
     let cfg = loaded.config;
+    // Like auditd: a monitor that falls behind under load misses short-lived processes.
+    // SAFETY: setpriority on the calling process has no memory-safety preconditions.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) } != 0 {
+        tracing::info!(
+            "cannot raise scheduling priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
     let opts = Options {
         totals_capacity: cfg.monitoring.conn_map_max_entries,
         ring_bytes: cfg.monitoring.perf_ring_buffer_pages.saturating_mul(4096),

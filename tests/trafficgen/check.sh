@@ -10,6 +10,7 @@ BIN=${BIN:-$here/trafficgen}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail=0
+nserve=0
 
 gcc -O2 -static -Wall -Werror -o "$BIN" "$here/trafficgen.c" || { echo "BUILD FAILED"; exit 1; }
 echo "built $BIN"
@@ -44,20 +45,22 @@ run() {
 # runs a standalone server in the background, then a --no-server client
 serve() {
     local name=$1 ss=$2 sr=$3 cs=$4 cr=$5 sargs=$6 port spid i out rc
+    local sout=$tmp/serve.$((++nserve)).out serr=$tmp/serve.$nserve.err
     shift 6
+    : >"$sout"
     # shellcheck disable=SC2086
-    timeout 180 "$BIN" $sargs >"$tmp/serve.out" 2>"$tmp/serve.err" &
+    timeout 180 "$BIN" $sargs >"$sout" 2>"$serr" &
     spid=$!
-    for i in $(seq 100); do grep -q listening "$tmp/serve.out" && break; sleep 0.05; done
-    port=$(field port "$(head -1 "$tmp/serve.out")")
+    for i in $(seq 100); do grep -q listening "$sout" && break; sleep 0.05; done
+    port=$(field port "$(head -1 "$sout")")
     out=$(timeout 180 "$BIN" "$@" --no-server --port "${port:-0}" 2>"$tmp/err")
     rc=$?
     [[ -s $tmp/err ]] && sed 's/^/     stderr: /' "$tmp/err"
     check "$name (client)" "$out" "$rc" "$cs" "$cr"
     wait "$spid"
     rc=$?
-    [[ -s $tmp/serve.err ]] && sed 's/^/     stderr: /' "$tmp/serve.err"
-    check "$name (server)" "$(tail -1 "$tmp/serve.out")" "$rc" "$ss" "$sr"
+    [[ -s $serr ]] && sed 's/^/     stderr: /' "$serr"
+    check "$name (server)" "$(tail -1 "$sout")" "$rc" "$ss" "$sr"
 }
 
 N=1000000

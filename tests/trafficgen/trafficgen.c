@@ -847,7 +847,6 @@ static void case_one_shot(struct opts *o, struct result *r)
     r->lport = local_port(fd);
     r->rport = o->port;
     sa_str(&a.ss, r->raddr, sizeof r->raddr);
-    r->server_pid = 0;
 }
 
 static void case_storm(struct opts *o, struct result *r)
@@ -1258,8 +1257,9 @@ static size_t build_echo(unsigned char *pkt, int v6, uint16_t id, uint16_t seq, 
     return len;
 }
 
-/* Send --count echo requests; wait for each reply. hdr_in_recv: raw IPv4
- * sockets return the IP header in front of the ICMP message. */
+/* Send --count echo requests, waiting for each reply. raw: a SOCK_RAW socket
+ * (raw IPv4 receives return the IP header in front of the ICMP message;
+ * raw sockets see every echo reply, so match on our id). */
 static void ping_loop(int fd, const struct addr *dst, int v6, int raw, const struct opts *o,
                       struct result *r, long long *foreign)
 {
@@ -1277,7 +1277,10 @@ static void ping_loop(int fd, const struct addr *dst, int v6, int raw, const str
         if (i == 0 && !raw)
             r->lport = local_port(fd);   /* ping socket ident */
         for (;;) {
-            ssize_t got = recv(fd, buf, sizeof buf, 0);
+            /* Like ping(8): ask for the source address of each reply. */
+            struct sockaddr_storage src;
+            socklen_t srclen = sizeof src;
+            ssize_t got = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&src, &srclen);
             if (got < 0 && errno == EINTR)
                 continue;
             if (got < 0)
@@ -1400,7 +1403,6 @@ static void case_raw_proto(struct opts *o, struct result *r)
     sa_str(&dst.ss, r->raddr, sizeof r->raddr);
     close(tx);
     close(rx);
-    r->server_pid = 0;
     result_extra(r, "\"proto\":%d,\"foreign_packets\":%lld", o->proto, foreign);
 }
 

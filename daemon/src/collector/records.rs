@@ -41,7 +41,7 @@ pub struct FlowVal {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct RawProcEvent {
     pub kind: u32,
     pub tgid: u32,
@@ -52,6 +52,14 @@ pub struct RawProcEvent {
     pub exe_dev: u32,
     pub pad: u32,
     pub comm: [u8; 16],
+    pub path: [u8; 256],
+}
+
+impl Default for RawProcEvent {
+    fn default() -> Self {
+        // SAFETY: all-zero is a valid value of this plain-data struct.
+        unsafe { std::mem::zeroed() }
+    }
 }
 
 // SAFETY: plain old data, no padding holes the kernel leaves uninitialised (all fields written).
@@ -72,12 +80,17 @@ pub const STAT_NAMES: [&str; 8] = [
 /// Counters that mean data was lost (the others count activity).
 pub const LOSS_STATS: [usize; 4] = [0, 1, 2, 3];
 
-pub fn comm_str(c: &[u8; 16]) -> String {
+pub fn comm_str(c: &[u8]) -> String {
     let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
     String::from_utf8_lossy(&c[..end]).into_owned()
 }
 
+/// An address of the socket's family; all zeros (not known, e.g. the peer of a `recv()` on an
+/// unconnected socket) is `None`.
 fn addr_of(family: u16, raw: &[u8; 16]) -> Option<IpAddr> {
+    if raw.iter().all(|&b| b == 0) {
+        return None;
+    }
     match family {
         AF_INET => Some(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
         AF_INET6 => {
@@ -134,6 +147,7 @@ pub fn proc_event(bytes: &[u8]) -> Option<ProcEvent> {
             start_ns: e.start_ns,
             exe,
             comm: comm_str(&e.comm),
+            path: comm_str(&e.path),
         },
         2 => ProcEvent::Fork {
             tgid: e.tgid,
@@ -154,7 +168,7 @@ mod tests {
     fn layouts_match_records_h() {
         assert_eq!(std::mem::size_of::<FlowKey>(), 32);
         assert_eq!(std::mem::size_of::<FlowVal>(), 128);
-        assert_eq!(std::mem::size_of::<RawProcEvent>(), 56);
+        assert_eq!(std::mem::size_of::<RawProcEvent>(), 312);
     }
 
     #[test]
@@ -165,6 +179,7 @@ mod tests {
         raw[12..].copy_from_slice(&[10, 0, 0, 1]);
         assert_eq!(addr_of(AF_INET6, &raw), Some("10.0.0.1".parse().unwrap()));
         assert_eq!(addr_of(AF_PACKET, &raw), None);
+        assert_eq!(addr_of(AF_INET, &[0; 16]), None);
     }
 
     #[test]

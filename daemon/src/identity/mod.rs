@@ -37,6 +37,8 @@ pub struct Counters {
 struct Entry {
     start_ticks: u64,
     proc: Arc<ProcRef>,
+    /// The file name given to execve, kept to resolve the process after it exited.
+    hint: Option<Arc<str>>,
 }
 
 pub struct Identity {
@@ -65,14 +67,18 @@ impl Identity {
                 start_ns,
                 exe,
                 comm,
+                path,
                 ..
             } => {
-                let p = self.open(*tgid, procfs::ns_to_ticks(*start_ns), *exe, Some(comm));
+                let ticks = procfs::ns_to_ticks(*start_ns);
+                let hint: Option<Arc<str>> = (!path.is_empty()).then(|| Arc::from(path.as_str()));
+                let p = self.open(*tgid, ticks, *exe, Some(comm), hint.as_deref());
                 self.procs.insert(
                     *tgid,
                     Entry {
-                        start_ticks: procfs::ns_to_ticks(*start_ns),
+                        start_ticks: ticks,
                         proc: p,
+                        hint,
                     },
                 );
             }
@@ -82,24 +88,23 @@ impl Identity {
                 start_ns,
                 exe,
             } => {
-                let ticks = procfs::ns_to_ticks(*start_ns);
-                // A forked child runs its parent's image: share what the parent resolved.
+                // A forked child runs its parent's image: share what the parent resolved. When
+                // the parent is not known the child is resolved at its first traffic.
                 let inherited = self
                     .procs
                     .get(ppid)
                     .filter(|e| self.cache.same_file(e.proc.file, *exe) && e.proc.error.is_none())
-                    .map(|e| e.proc.clone());
-                let p = match inherited {
-                    Some(p) => p,
-                    None => self.open(*tgid, ticks, *exe, None),
-                };
-                self.procs.insert(
-                    *tgid,
-                    Entry {
-                        start_ticks: ticks,
-                        proc: p,
-                    },
-                );
+                    .map(|e| (e.proc.clone(), e.hint.clone()));
+                if let Some((proc, hint)) = inherited {
+                    self.procs.insert(
+                        *tgid,
+                        Entry {
+                            start_ticks: procfs::ns_to_ticks(*start_ns),
+                            proc,
+                            hint,
+                        },
+                    );
+                }
             }
             ProcEvent::Exit { tgid } => {
                 self.exiting.insert(*tgid);
@@ -125,26 +130,38 @@ impl Identity {
         } else {
             procfs::ns_to_ticks(start_ns)
         };
+        let mut hint = None;
         if let Some(e) = self.procs.get(&tgid) {
             let same_start = ticks == 0 || e.start_ticks == 0 || e.start_ticks == ticks;
-            if same_start && self.cache.same_file(e.proc.file, exe) && e.proc.error.is_none() {
-                return e.proc.clone();
+            if same_start && self.cache.same_file(e.proc.file, exe) {
+                if e.proc.error.is_none() {
+                    return e.proc.clone();
+                }
+                hint = e.hint.clone();
             }
         }
         let comm = (!comm.is_empty()).then_some(comm);
-        let p = self.open(tgid, ticks, exe, comm);
+        let p = self.open(tgid, ticks, exe, comm, hint.as_deref());
         self.procs.insert(
             tgid,
             Entry {
                 start_ticks: ticks,
                 proc: p.clone(),
+                hint,
             },
         );
         p
     }
 
     /// Reads a live process from /proc, or falls back to the cached fd of the kernel's (dev, ino).
-    fn open(&mut self, tgid: u32, ticks: u64, kexe: FileId, comm: Option<&str>) -> Arc<ProcRef> {
+    fn open(
+        &mut self,
+        tgid: u32,
+        ticks: u64,
+        kexe: FileId,
+        comm: Option<&str>,
+        hint: Option<&str>,
+    ) -> Arc<ProcRef> {
         let name = comm
             .map(str::to_string)
             .or_else(|| procfs::comm(tgid).ok())
@@ -188,6 +205,21 @@ impl Identity {
             return Arc::new(ProcRef {
                 file: kexe,
                 exe: cached.path.clone(),
+                name,
+                cmdline: String::new(),
+                error: None,
+            });
+        }
+        // The process is gone: the file it executed, if it is still the same inode.
+        let by_name = hint
+            .filter(|h| h.starts_with('/'))
+            .and_then(|h| procfs::open_path(h).ok())
+            .filter(|o| self.cache.same_file(o.id, kexe));
+        if let Some(opened) = by_name {
+            let exe = self.cache.insert(opened);
+            return Arc::new(ProcRef {
+                file: kexe,
+                exe,
                 name,
                 cmdline: String::new(),
                 error: None,

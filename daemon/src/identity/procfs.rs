@@ -34,6 +34,32 @@ pub fn open_exe(pid: u32) -> io::Result<OpenedExe> {
     })
 }
 
+/// Opens an executable by the file name the kernel saw at exec, for a process that exited before
+/// /proc/PID/exe could be opened. The caller must compare `id` with the kernel's (dev, ino).
+pub fn open_path(path: &str) -> io::Result<OpenedExe> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    use std::os::fd::AsRawFd;
+    let canonical = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    Ok(OpenedExe {
+        file,
+        id: FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        },
+        path: canonical.to_string_lossy().into_owned(),
+    })
+}
+
 /// The command line with NUL separators turned into spaces; empty for kernel threads.
 pub fn cmdline(pid: u32) -> io::Result<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline"))?;
