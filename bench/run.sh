@@ -46,7 +46,16 @@ done
 gcc -O2 -Wall -static -o "$WORK/bin/udp_child" "$HERE/udp_child.c"
 BINDIR=$(readlink -f "$WORK/bin")
 cp "$BIN" "$WORK/picosnitch" # a rebuild during the run does not change what is measured
-BIN=$WORK/picosnitch
+
+provenance() { # which binary is measured, and how it relates to the source tree
+	local root; root=$(dirname "$HERE")
+	log "daemon: $BIN, built $(date -r "$BIN" '+%F %T %Z'), sha256 $(sha256sum <"$BIN" | cut -c1-16)"
+	git -C "$root" rev-parse --git-dir >/dev/null 2>&1 || return 0
+	local changed newer
+	changed=$(git --no-optional-locks -C "$root" status --porcelain -- daemon daemon-ebpf Cargo.toml Cargo.lock | wc -l)
+	newer=$(find "$root/daemon" "$root/daemon-ebpf" -type f -newer "$BIN" | wc -l)
+	log "source: HEAD $(git -C "$root" rev-parse --short HEAD), $changed uncommitted changes under daemon/ daemon-ebpf/ Cargo.*, $newer source files newer than the binary"
+}
 
 workload_cmd() {
 	case $1 in
@@ -221,6 +230,8 @@ measure() {
 # --- run -------------------------------------------------------------------------------------------
 log "picosnitch $("$BIN" version | awk '{ print $2 }'); $(nproc) CPUs; kernel $(uname -r); $ROUNDS rounds"
 log "load average before start: $(cut -d' ' -f1-3 /proc/loadavg)"
+provenance
+BIN=$WORK/picosnitch
 for round in $(seq "$ROUNDS"); do
 	for w in "${WORKLOADS[@]}"; do
 		if ((round % 2)); then order=(base mon); else order=(mon base); fi

@@ -3,12 +3,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
 pub struct Paths {
-    pub root: PathBuf,
     pub config: PathBuf,
-    pub state_dir: PathBuf,
     pub db: PathBuf,
-    pub log_dir: PathBuf,
-    pub run_dir: PathBuf,
 }
 
 impl Paths {
@@ -16,12 +12,8 @@ impl Paths {
     pub fn under(root: &Path) -> Self {
         let p = |rel: &str| root.join(rel);
         Paths {
-            root: root.to_path_buf(),
             config: p("etc/picosnitch/config.toml"),
-            state_dir: p("var/lib/picosnitch"),
             db: p("var/lib/picosnitch/picosnitch.db"),
-            log_dir: p("var/log/picosnitch"),
-            run_dir: p("run/picosnitch"),
         }
     }
 
@@ -44,8 +36,8 @@ mod tests {
         assert_eq!(p.db, Path::new("/tmp/x/var/lib/picosnitch/picosnitch.db"));
         assert_eq!(p.config, Path::new("/tmp/x/etc/picosnitch/config.toml"));
         assert_eq!(
-            Paths::under(Path::new("/")).run_dir,
-            Path::new("/run/picosnitch")
+            Paths::under(Path::new("/")).db,
+            Path::new("/var/lib/picosnitch/picosnitch.db")
         );
     }
 }

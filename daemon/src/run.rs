@@ -43,14 +43,6 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         tracing::warn!("{w}");
     }
     let cfg = loaded.config;
-    // Like auditd: a monitor that falls behind under load misses short-lived processes.
-    // SAFETY: setpriority on the calling process has no memory-safety preconditions.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) } != 0 {
-        tracing::info!(
-            "cannot raise scheduling priority: {}",
-            std::io::Error::last_os_error()
-        );
-    }
     let opts = Options {
         totals_capacity: cfg.monitoring.conn_map_max_entries,
         ring_bytes: cfg.monitoring.perf_ring_buffer_pages.saturating_mul(4096),
@@ -65,21 +57,42 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
             });
         }
     };
+    // Like auditd: a monitor that falls behind under load misses short-lived processes.
+    // SAFETY: setpriority on the calling process has no memory-safety preconditions.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) } != 0 {
+        tracing::info!(
+            "cannot raise scheduling priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
     for (set, why) in &collector.attached.refused {
         tracing::info!("hook set {set} refused: {why}");
     }
-    let store = match Store::open(&paths.db) {
+    let mut store = match Store::open(&paths.db) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("picosnitch: {e}");
             return ExitCode::from(EXIT_CANTCREAT);
         }
     };
+    // What this run attached, for `status` and for reading old rows in context.
+    let facts = [
+        ("kernel", crate::collector::kernel::release()),
+        ("hook_set", collector.attached.hook_set.to_string()),
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+    ];
+    for (k, v) in facts {
+        if let Err(e) = store.set_meta(k, &v) {
+            eprintln!("picosnitch: {e}");
+            return ExitCode::from(EXIT_CANTCREAT);
+        }
+    }
     let mask = cfg
         .monitoring
         .st_dev_mask
         .unwrap_or_else(exe_cache::auto_dev_mask);
     let identity = Identity::new(mask, 4096);
+    let db = store.path().display().to_string();
     let sink = match Sink::start(store, identity.cache.clone(), cfg.database.retention_days) {
         Ok(s) => s,
         Err(e) => {
@@ -88,7 +101,6 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         }
     };
     let hook_set = collector.attached.hook_set;
-    let db = paths.db.display().to_string();
     let pipeline = Pipeline::new(collector, identity, sink);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

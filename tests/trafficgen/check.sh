@@ -12,7 +12,7 @@ trap 'rm -rf "$tmp"' EXIT
 fail=0
 nserve=0
 
-gcc -O2 -static -Wall -Werror -o "$BIN" "$here/trafficgen.c" || { echo "BUILD FAILED"; exit 1; }
+gcc -O2 -static -Wall -Werror -o "$BIN" "$here"/*.c || { echo "BUILD FAILED"; exit 1; }
 echo "built $BIN"
 
 field() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" <<<"$2"; }

@@ -15,7 +15,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pi
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
-    #[error("picosnitch must run as root (it needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN to load eBPF programs)")]
+    #[error(
+        "must run as root: loading eBPF programs needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN"
+    )]
     NotPrivileged,
     #[error("this kernel has no BTF ({}, CONFIG_DEBUG_INFO_BTF): picosnitch needs it to relocate its eBPF programs", kernel::BTF_PATH)]
     NoBtf,
@@ -55,8 +57,12 @@ pub struct Attached {
     pub refused: Vec<(&'static str, String)>,
 }
 
+/// The outcome of trying one hook set: its name, and why it was refused.
+pub type Probe = (&'static str, Result<(), String>);
+
 pub struct Collector {
-    ebpf: Ebpf,
+    /// Owns the loaded programs; dropping it detaches every hook.
+    _ebpf: Ebpf,
     totals: MapData,
     stats: PerCpuArray<MapData, u64>,
     ring: Option<RingBuf<MapData>>,
@@ -123,7 +129,7 @@ impl Collector {
             .and_then(|m| RingBuf::try_from(m).ok())
             .ok_or(CollectorError::Map("procs"))?;
         Ok(Collector {
-            ebpf,
+            _ebpf: ebpf,
             totals,
             stats,
             ring: Some(ring),
@@ -133,9 +139,7 @@ impl Collector {
     }
 
     /// Tries every traffic hook set on its own (for `doctor`); nothing stays attached.
-    pub fn probe_all(
-        opts: &Options,
-    ) -> Result<Vec<(&'static str, Result<(), String>)>, CollectorError> {
+    pub fn probe_all(opts: &Options) -> Result<Vec<Probe>, CollectorError> {
         let btf = check_kernel()?;
         let mut out = Vec::new();
         for set in std::iter::once(&hooks::COMMON).chain(hooks::TRAFFIC.iter()) {
@@ -169,9 +173,5 @@ impl Collector {
             }
         }
         out
-    }
-
-    pub fn programs_loaded(&self) -> usize {
-        self.ebpf.programs().count()
     }
 }

@@ -4,7 +4,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
-pub const AF_PACKET: u16 = 17;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -85,10 +84,10 @@ pub fn comm_str(c: &[u8]) -> String {
     String::from_utf8_lossy(&c[..end]).into_owned()
 }
 
-/// An address of the socket's family; all zeros (not known, e.g. the peer of a `recv()` on an
-/// unconnected socket) is `None`.
-fn addr_of(family: u16, raw: &[u8; 16]) -> Option<IpAddr> {
-    if raw.iter().all(|&b| b == 0) {
+/// An address of the socket's family. All zeros is the wildcard for a local address, and "not
+/// known" (`None`) for a peer, e.g. of a `recv()` on an unconnected socket.
+fn addr_of(family: u16, raw: &[u8; 16], peer: bool) -> Option<IpAddr> {
+    if peer && raw.iter().all(|&b| b == 0) {
         return None;
     }
     match family {
@@ -122,8 +121,8 @@ pub fn flow_delta(k: &FlowKey, v: &FlowVal, send: u64, recv: u64, events: u64) -
         protocol: v.protocol,
         lport: v.lport,
         rport: k.rport,
-        laddr: addr_of(k.family, &v.laddr),
-        raddr: addr_of(k.family, &k.raddr),
+        laddr: addr_of(k.family, &v.laddr, false),
+        raddr: addr_of(k.family, &k.raddr, true),
         netns: v.netns,
         send,
         recv,
@@ -177,9 +176,16 @@ mod tests {
         raw[10] = 0xff;
         raw[11] = 0xff;
         raw[12..].copy_from_slice(&[10, 0, 0, 1]);
-        assert_eq!(addr_of(AF_INET6, &raw), Some("10.0.0.1".parse().unwrap()));
-        assert_eq!(addr_of(AF_PACKET, &raw), None);
-        assert_eq!(addr_of(AF_INET, &[0; 16]), None);
+        assert_eq!(
+            addr_of(AF_INET6, &raw, true),
+            Some("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(addr_of(17, &raw, true), None);
+        assert_eq!(addr_of(AF_INET, &[0; 16], true), None);
+        assert_eq!(
+            addr_of(AF_INET, &[0; 16], false),
+            Some("0.0.0.0".parse().unwrap())
+        );
     }
 
     #[test]

@@ -248,10 +248,6 @@ impl Identity {
                 .unwrap_or_else(|| EXE_UNAVAILABLE.to_string()),
         }
     }
-
-    pub fn tracked(&self) -> usize {
-        self.procs.len()
-    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //! (`executables`, `domains`, `addresses`) hold row id 0 as the empty/unknown sentinel, as
 //! picosnitch 2 did; `connections` rows reference them by id.
 
+// The read side serves the tests today and the query commands of the CLI next.
+#[cfg(test)]
 mod reader;
 mod schema;
 mod writer;
@@ -14,7 +16,9 @@ mod tests;
 use std::io;
 use std::path::PathBuf;
 
+#[cfg(test)]
 pub use reader::{losses, meta, rows, StoredLoss, StoredRow};
+#[cfg(test)]
 pub use schema::schema_version;
 pub use writer::Store;
 
@@ -78,6 +82,7 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+#[cfg(test)]
 /// The path of the main database of `conn`, for error messages (empty for in-memory databases).
 fn conn_path(conn: &rusqlite::Connection) -> PathBuf {
     PathBuf::from(conn.path().unwrap_or_default())

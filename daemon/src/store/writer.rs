@@ -195,6 +195,7 @@ impl Store {
     }
 
     /// The underlying connection, for the read helpers in [`super::reader`].
+    #[cfg(test)]
     pub fn conn(&self) -> &Connection {
         &self.conn
     }

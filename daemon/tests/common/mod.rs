@@ -94,21 +94,34 @@ impl Daemon {
     }
 }
 
-/// Builds tests/trafficgen/trafficgen.c once per test process (statically linked).
+/// Builds every tests/trafficgen/*.c (sorted) into one static binary, once per test process.
+/// Test binaries that run at the same time share the output path, so each links to its own
+/// temporary file and renames it into place: nobody runs or overwrites a half-written binary.
 pub fn trafficgen() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let src =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/trafficgen/trafficgen.c");
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/trafficgen");
+            let mut srcs: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+                .map(|entry| entry.expect("read tests/trafficgen").path())
+                .filter(|p| p.is_file() && p.extension() == Some(std::ffi::OsStr::new("c")))
+                .collect();
+            srcs.sort();
+            assert!(!srcs.is_empty(), "no .c files in {}", dir.display());
             let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("trafficgen");
+            let tmp = out.with_file_name(format!("trafficgen.{}.tmp", std::process::id()));
             let st = Command::new("gcc")
                 .args(["-O2", "-static", "-Wall", "-Werror", "-o"])
-                .arg(&out)
-                .arg(&src)
+                .arg(&tmp)
+                .args(&srcs)
                 .status()
                 .expect("gcc");
-            assert!(st.success(), "building trafficgen failed");
+            if !st.success() {
+                let _ = std::fs::remove_file(&tmp);
+                panic!("building trafficgen failed");
+            }
+            std::fs::rename(&tmp, &out).expect("install trafficgen");
             out
         })
         .clone()
