@@ -19,7 +19,7 @@ pub struct Pipeline {
     window: Window,
     sink: Sink,
     last_stats: [u64; STAT_NAMES.len()],
-    last_ident: [u64; 3],
+    last_ident: [u64; 2],
     last_capacity_warning: Option<Instant>,
 }
 
@@ -34,7 +34,7 @@ impl Pipeline {
             window: Window::default(),
             sink,
             last_stats: [0; STAT_NAMES.len()],
-            last_ident: [0; 3],
+            last_ident: [0; 2],
             last_capacity_warning: None,
         }
     }
@@ -125,20 +125,16 @@ impl Pipeline {
         }
         self.last_stats = stats;
         let c = &self.identity.counters;
+        // A mismatch alone loses nothing (the process is resolved by inode instead); these do.
         let ident = [
             c.exe_unavailable.load(Ordering::Relaxed),
-            c.exe_mismatch.load(Ordering::Relaxed),
             c.cmdline_unreadable.load(Ordering::Relaxed),
         ];
-        let names = ["exe_unavailable", "exe_mismatch", "cmdline_unreadable"];
-        for i in 0..3 {
+        let names = ["exe_unavailable", "cmdline_unreadable"];
+        for i in 0..ident.len() {
             let grew = ident[i].saturating_sub(self.last_ident[i]);
             if grew > 0 {
-                tracing::warn!(
-                    source = names[i],
-                    count = grew,
-                    "process identity incomplete"
-                );
+                tracing::warn!(source = names[i], count = grew, "process identity incomplete");
                 self.loss(now, names[i], grew);
             }
         }
