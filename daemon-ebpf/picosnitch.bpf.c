@@ -468,6 +468,15 @@ int BPF_PROG(fexit_inet6_recvmsg, struct socket *sock, struct msghdr *msg, __u64
 	return 0;
 }
 
+/* sendfile() and splice() to a TCP socket on kernels < 6.5 go through sendpage, not sendmsg. */
+SEC("fexit/inet_sendpage")
+int BPF_PROG(fexit_inet_sendpage, struct socket *sock, void *page, int offset, __u64 size, int flags,
+	     int ret)
+{
+	on_msg(sock, 0, ret, true);
+	return 0;
+}
+
 /* kprobe pairs: arguments kept per thread from entry to return. */
 struct msg_args {
 	__u64 sock;
@@ -511,6 +520,20 @@ int BPF_KPROBE(kp_inet_sendmsg, struct socket *sock, struct msghdr *msg)
 
 SEC("kretprobe/inet_sendmsg")
 int BPF_KRETPROBE(kr_inet_sendmsg, int ret)
+{
+	kp_return(ret, true);
+	return 0;
+}
+
+SEC("kprobe/inet_sendpage")
+int BPF_KPROBE(kp_inet_sendpage, struct socket *sock)
+{
+	kp_enter(sock, 0, 0);
+	return 0;
+}
+
+SEC("kretprobe/inet_sendpage")
+int BPF_KRETPROBE(kr_inet_sendpage, int ret)
 {
 	kp_return(ret, true);
 	return 0;

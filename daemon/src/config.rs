@@ -34,6 +34,8 @@ pub struct Monitoring {
     /// Unset: automatic (0 when a btrfs filesystem is mounted, all ones otherwise).
     pub st_dev_mask: Option<u64>,
     pub rlimit_nofile: Option<u64>,
+    /// Traffic hook set: "auto" (best the kernel allows), "tp_btf", "fexit" or "kprobe".
+    pub hook_set: String,
 }
 
 impl Default for Monitoring {
@@ -44,6 +46,7 @@ impl Default for Monitoring {
             conn_map_max_entries: 65536,
             st_dev_mask: None,
             rlimit_nofile: None,
+            hook_set: "auto".into(),
         }
     }
 }
@@ -197,7 +200,22 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             "use 1024 to 16777216",
         );
     }
+    let sets = ["auto", "tp_btf", "fexit", "kprobe"];
+    if !sets.contains(&c.monitoring.hook_set.as_str()) {
+        return bad(
+            "monitoring.hook_set",
+            &format!("{:?}", c.monitoring.hook_set),
+            "use \"auto\", \"tp_btf\", \"fexit\" or \"kprobe\"",
+        );
+    }
     Ok(())
+}
+
+impl Monitoring {
+    /// The hook set to insist on, if any.
+    pub fn only_hook_set(&self) -> Option<String> {
+        (self.hook_set != "auto").then(|| self.hook_set.clone())
+    }
 }
 
 #[cfg(test)]
@@ -231,6 +249,11 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("write_limit_seconds = 0"), "{e}");
+        let e = load_str("[monitoring]\nhook_set = \"fentry\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("monitoring.hook_set = \"fentry\""), "{e}");
         let e = load_str("[database\n").err().unwrap().to_string();
         assert!(e.starts_with("config:"), "{e}");
     }

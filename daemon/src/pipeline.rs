@@ -134,7 +134,11 @@ impl Pipeline {
         for i in 0..ident.len() {
             let grew = ident[i].saturating_sub(self.last_ident[i]);
             if grew > 0 {
-                tracing::warn!(source = names[i], count = grew, "process identity incomplete");
+                tracing::warn!(
+                    source = names[i],
+                    count = grew,
+                    "process identity incomplete"
+                );
                 self.loss(now, names[i], grew);
             }
         }

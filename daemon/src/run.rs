@@ -46,6 +46,7 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     let opts = Options {
         totals_capacity: cfg.monitoring.conn_map_max_entries,
         ring_bytes: cfg.monitoring.perf_ring_buffer_pages.saturating_mul(4096),
+        hook_set: cfg.monitoring.only_hook_set(),
     };
     let collector = match Collector::start(&opts) {
         Ok(c) => c,
@@ -67,6 +68,9 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     }
     for (set, why) in &collector.attached.refused {
         tracing::info!("hook set {set} refused: {why}");
+    }
+    for why in &collector.attached.skipped {
+        tracing::info!("optional hook not available on this kernel: {why}");
     }
     let mut store = match Store::open(&paths.db) {
         Ok(s) => s,

@@ -31,6 +31,8 @@ pub struct HookSet {
     pub name: &'static str,
     pub what: &'static str,
     pub attach: &'static [Attach],
+    /// Attached when the kernel has them (e.g. functions removed in newer kernels).
+    pub optional: &'static [Attach],
 }
 
 /// Traffic hook sets, best first.
@@ -47,6 +49,7 @@ pub const TRAFFIC: [HookSet; 3] = [
             Attach::Tp("sys_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
             Attach::Tp("sys_exit_recvmmsg", "syscalls", "sys_exit_recvmmsg"),
         ],
+        optional: &[],
     },
     HookSet {
         name: "fexit",
@@ -57,6 +60,7 @@ pub const TRAFFIC: [HookSet; 3] = [
             Attach::FExit("fexit_inet_recvmsg", "inet_recvmsg"),
             Attach::FExit("fexit_inet6_recvmsg", "inet6_recvmsg"),
         ],
+        optional: &[Attach::FExit("fexit_inet_sendpage", "inet_sendpage")],
     },
     HookSet {
         name: "kprobe",
@@ -70,6 +74,10 @@ pub const TRAFFIC: [HookSet; 3] = [
             Attach::KProbe("kr_inet_recvmsg", "inet_recvmsg"),
             Attach::KProbe("kp_inet6_recvmsg", "inet6_recvmsg"),
             Attach::KProbe("kr_inet6_recvmsg", "inet6_recvmsg"),
+        ],
+        optional: &[
+            Attach::KProbe("kp_inet_sendpage", "inet_sendpage"),
+            Attach::KProbe("kr_inet_sendpage", "inet_sendpage"),
         ],
     },
 ];
@@ -85,6 +93,7 @@ pub const COMMON: HookSet = HookSet {
         Attach::Tp("sys_enter_splice", "syscalls", "sys_enter_splice"),
         Attach::Tp("sys_exit_splice", "syscalls", "sys_exit_splice"),
     ],
+    optional: &[],
 };
 
 fn attach_one(ebpf: &mut Ebpf, btf: &Btf, a: Attach) -> Result<(), String> {
@@ -139,7 +148,8 @@ fn unload_one(ebpf: &mut Ebpf, a: Attach) {
 }
 
 /// Attaches every program of a set, or none: on failure the set is unloaded and the reason kept.
-pub fn attach_set(ebpf: &mut Ebpf, btf: &Btf, set: &HookSet) -> Result<(), String> {
+/// Returns the optional programs this kernel could not take, with the reason.
+pub fn attach_set(ebpf: &mut Ebpf, btf: &Btf, set: &HookSet) -> Result<Vec<String>, String> {
     for (i, a) in set.attach.iter().enumerate() {
         if let Err(e) = attach_one(ebpf, btf, *a) {
             for done in &set.attach[..=i] {
@@ -148,13 +158,28 @@ pub fn attach_set(ebpf: &mut Ebpf, btf: &Btf, set: &HookSet) -> Result<(), Strin
             return Err(e);
         }
     }
-    Ok(())
+    let mut skipped = Vec::new();
+    for a in set.optional {
+        if let Err(e) = attach_one(ebpf, btf, *a) {
+            unload_one(ebpf, *a);
+            skipped.push(e);
+        }
+    }
+    Ok(skipped)
 }
 
 pub fn unload_set(ebpf: &mut Ebpf, set: &HookSet) {
-    for a in set.attach {
+    for a in set.attach.iter().chain(set.optional) {
         unload_one(ebpf, *a);
     }
+}
+
+/// The traffic hook sets to try: all of them best first, or only the one a config names.
+pub fn candidates(only: Option<&str>) -> Vec<&'static HookSet> {
+    TRAFFIC
+        .iter()
+        .filter(|s| only.is_none_or(|o| o == s.name))
+        .collect()
 }
 
 /// Renders an error with its sources, e.g. "the BPF_PROG_LOAD syscall failed: Permission denied".

@@ -39,6 +39,8 @@ pub enum CollectorError {
 pub struct Options {
     pub totals_capacity: u32,
     pub ring_bytes: u32,
+    /// Only this traffic hook set (`[monitoring] hook_set`); `None` tries them best first.
+    pub hook_set: Option<String>,
 }
 
 impl Default for Options {
@@ -46,6 +48,7 @@ impl Default for Options {
         Options {
             totals_capacity: 65536,
             ring_bytes: 256 * 4096,
+            hook_set: None,
         }
     }
 }
@@ -55,6 +58,8 @@ impl Default for Options {
 pub struct Attached {
     pub hook_set: &'static str,
     pub refused: Vec<(&'static str, String)>,
+    /// Optional hooks of the chosen set this kernel does not offer.
+    pub skipped: Vec<String>,
 }
 
 /// The outcome of trying one hook set: its name, and why it was refused.
@@ -100,10 +105,12 @@ impl Collector {
         hooks::attach_set(&mut ebpf, &btf, &hooks::COMMON).map_err(CollectorError::Common)?;
         let mut refused = Vec::new();
         let mut chosen = None;
-        for set in &hooks::TRAFFIC {
+        let mut skipped = Vec::new();
+        for set in hooks::candidates(opts.hook_set.as_deref()) {
             match hooks::attach_set(&mut ebpf, &btf, set) {
-                Ok(()) => {
+                Ok(s) => {
                     chosen = Some(set.name);
+                    skipped = s;
                     break;
                 }
                 Err(e) => refused.push((set.name, e)),
@@ -134,7 +141,11 @@ impl Collector {
             stats,
             ring: Some(ring),
             capacity: opts.totals_capacity.max(1024),
-            attached: Attached { hook_set, refused },
+            attached: Attached {
+                hook_set,
+                refused,
+                skipped,
+            },
         })
     }
 
@@ -144,7 +155,7 @@ impl Collector {
         let mut out = Vec::new();
         for set in std::iter::once(&hooks::COMMON).chain(hooks::TRAFFIC.iter()) {
             let mut ebpf = load(opts)?;
-            let r = hooks::attach_set(&mut ebpf, &btf, set);
+            let r = hooks::attach_set(&mut ebpf, &btf, set).map(|_| ());
             hooks::unload_set(&mut ebpf, set);
             out.push((set.name, r));
         }
