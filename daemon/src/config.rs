@@ -78,6 +78,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "conn_map_max_entries",
             "st_dev_mask",
             "rlimit_nofile",
+            "hook_set",
         ],
     ),
     ("data", &["owner", "group", "mode"]),
