@@ -240,7 +240,7 @@ for round in $(seq "$ROUNDS"); do
 				measure "$w" "$mode" "$round" "$attempt"
 				((REDO)) || break
 			done
-			((REDO == 0)) || { echo "run.sh: the daemon was stopped from outside 3 times; giving up" >&2; exit 1; }
+			((REDO == 0)) || { echo "run.sh: no complete monitored run in 3 attempts; giving up" >&2; exit 1; }
 		done
 	done
 done

@@ -4,6 +4,7 @@ mod config;
 mod doctor;
 mod identity;
 mod model;
+mod notify;
 mod paths;
 mod pipeline;
 mod run;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 pub struct Paths {
     pub config: PathBuf,
     pub db: PathBuf,
+    pub exe_log: PathBuf,
 }
 
 impl Paths {
@@ -14,6 +15,7 @@ impl Paths {
         Paths {
             config: p("etc/picosnitch/config.toml"),
             db: p("var/lib/picosnitch/picosnitch.db"),
+            exe_log: p("var/log/picosnitch/exe.log"),
         }
     }
 

@@ -2,12 +2,14 @@
 //! every second, resolves identities, fills the write window and hands closed windows to the sink.
 use crate::collector::records::{self, LOSS_STATS, STAT_NAMES};
 use crate::collector::Collector;
+use crate::identity::fanotify::Watcher;
 use crate::identity::Identity;
 use crate::model::FlowDelta;
 use crate::sink::{now_unix, Msg, Sink};
 use crate::window::{WinKey, Window};
 use aya::maps::{MapData, RingBuf};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -21,12 +23,18 @@ pub struct Pipeline {
     last_stats: [u64; STAT_NAMES.len()],
     last_ident: [u64; 2],
     last_capacity_warning: Option<Instant>,
+    watcher: Option<Arc<Watcher>>,
 }
 
 const DRAIN_EVERY: Duration = Duration::from_secs(1);
 
 impl Pipeline {
-    pub fn new(collector: Collector, identity: Identity, sink: Sink) -> Self {
+    pub fn new(
+        collector: Collector,
+        identity: Identity,
+        sink: Sink,
+        watcher: Option<Arc<Watcher>>,
+    ) -> Self {
         Pipeline {
             collector,
             identity,
@@ -36,6 +44,7 @@ impl Pipeline {
             last_stats: [0; STAT_NAMES.len()],
             last_ident: [0; 2],
             last_capacity_warning: None,
+            watcher,
         }
     }
 
@@ -153,6 +162,23 @@ impl Pipeline {
         });
     }
 
+    /// Hands written-to executables to the sink; after a queue overflow every hash is suspect.
+    fn on_fanotify(&mut self, w: &Watcher) {
+        match w.read() {
+            Ok(c) => {
+                if c.overflow {
+                    self.identity.cache.forget_all_hashes();
+                    tracing::error!("fanotify queue overflowed: every cached hash was invalidated");
+                    self.loss(now_unix(), "fanotify_overflow", 1);
+                }
+                for id in c.modified {
+                    self.sink.send(Msg::Modified(id));
+                }
+            }
+            Err(e) => tracing::error!("cannot read fanotify events: {e}"),
+        }
+    }
+
     fn flush(&mut self) {
         if !self.window.is_empty() {
             self.sink.send(Msg::Window(self.window.close()));
@@ -179,8 +205,23 @@ impl Pipeline {
         flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         flush_tick.tick().await;
         tokio::pin!(shutdown);
+        let fan = match self.watcher.clone() {
+            // SAFETY: the watcher's fanotify fd stays open for as long as the Arc (held here and
+            // by the cache) lives, which outlasts this AsyncFd.
+            Some(w) => Some(
+                unsafe { AsyncFd::register_with_interest(w, Interest::READABLE) }
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+            ),
+            None => None,
+        };
         loop {
             tokio::select! {
+                guard = async { fan.as_ref().expect("guarded").readable().await }, if fan.is_some() => {
+                    let mut guard = guard?;
+                    guard.clear_ready();
+                    let w = guard.get_inner().clone();
+                    self.on_fanotify(&w);
+                }
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
                     guard.clear_ready();

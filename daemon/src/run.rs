@@ -1,12 +1,16 @@
 //! run.rs: starting the monitor in the foreground: config, logging, collector, store, signals.
 use crate::collector::{Collector, CollectorError, Options};
+use crate::identity::fanotify::Watcher;
 use crate::identity::{exe_cache, Identity};
+use crate::notify::exelog::ExeLog;
+use crate::notify::Notifier;
 use crate::paths::Paths;
 use crate::pipeline::Pipeline;
 use crate::sink::Sink;
 use crate::store::Store;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Exit statuses the service unit lists in RestartPreventExitStatus (sysexits.h).
@@ -95,9 +99,29 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         .monitoring
         .st_dev_mask
         .unwrap_or_else(exe_cache::auto_dev_mask);
-    let identity = Identity::new(mask, 4096);
+    let mut cache = exe_cache::ExeCache::new(4096, mask);
+    let watcher = match Watcher::new() {
+        Ok(w) => {
+            let w = Arc::new(w);
+            cache = cache.with_watcher(w.clone());
+            Some(w)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "fanotify is unavailable, modified executables are found only by size and mtime: {e}"
+            );
+            None
+        }
+    };
+    let identity = Identity::with_cache(cache);
+    let notifier = Notifier::new(ExeLog::new(paths.exe_log.clone()));
     let db = store.path().display().to_string();
-    let sink = match Sink::start(store, identity.cache.clone(), cfg.database.retention_days) {
+    let sink = match Sink::start(
+        store,
+        identity.cache.clone(),
+        notifier,
+        cfg.database.retention_days,
+    ) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("picosnitch: cannot start the database writer: {e}");
@@ -105,7 +129,7 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         }
     };
     let hook_set = collector.attached.hook_set;
-    let pipeline = Pipeline::new(collector, identity, sink);
+    let pipeline = Pipeline::new(collector, identity, sink, watcher);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

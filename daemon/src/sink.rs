@@ -1,7 +1,8 @@
 //! sink.rs: the SQLite writer thread. Hashes closed windows, writes each in one transaction,
 //! keeps failed batches to retry (nothing is dropped while the process lives), runs retention.
 use crate::identity::exe_cache::ExeCache;
-use crate::model::Row;
+use crate::model::{FileId, Row};
+use crate::notify::{Decision, Kind, Notifier};
 use crate::store::Store;
 use crate::window::Closed;
 use std::sync::mpsc;
@@ -10,6 +11,8 @@ use std::time::{Duration, Instant};
 
 pub enum Msg {
     Window(Closed),
+    /// A cached executable was written to: rehash it and report the change.
+    Modified(FileId),
     Loss {
         contime: i64,
         source: String,
@@ -34,7 +37,12 @@ pub fn now_unix() -> i64 {
 }
 
 impl Sink {
-    pub fn start(mut store: Store, cache: ExeCache, retention_days: u32) -> std::io::Result<Sink> {
+    pub fn start(
+        mut store: Store,
+        cache: ExeCache,
+        mut notifier: Notifier,
+        retention_days: u32,
+    ) -> std::io::Result<Sink> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let handle = std::thread::Builder::new()
             .name("picosnitch-sink".into())
@@ -49,7 +57,19 @@ impl Sink {
                         Ok(Msg::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected)
                     );
                     match msg {
-                        Ok(Msg::Window(closed)) => pending.push(closed.into_rows(&cache)),
+                        Ok(Msg::Window(closed)) => {
+                            let rows = closed.into_rows(&cache);
+                            let now = now_unix();
+                            for d in notifier.on_rows(&mut store, &rows, now) {
+                                notifier.report(&d, now);
+                            }
+                            pending.push(rows);
+                        }
+                        Ok(Msg::Modified(id)) => {
+                            if let Some(d) = modified(&cache, id) {
+                                notifier.report(&d, now_unix());
+                            }
+                        }
                         Ok(Msg::Loss {
                             contime,
                             source,
@@ -98,6 +118,26 @@ impl Sink {
             let _ = h.join();
         }
     }
+}
+
+/// Rehashes a written-to executable; a decision when its content changed.
+fn modified(cache: &ExeCache, id: FileId) -> Option<Decision> {
+    let old = cache.forget_hash(id);
+    let new = cache.sha256(id)?;
+    if old.as_deref() == Some(new.as_str()) {
+        return None;
+    }
+    Some(Decision {
+        kind: Kind::Modified,
+        level: 0,
+        exe: cache.path_of(id).unwrap_or_default(),
+        name: String::new(),
+        sha256: new,
+        previous_sha256: old,
+        uid: None,
+        parent_exe: String::new(),
+        container: String::new(),
+    })
 }
 
 fn write_pending(

@@ -1,4 +1,5 @@
 //! exe_cache.rs: open executables kept by (dev & st_dev_mask, ino) and their sha256, hashed from the fd.
+use super::fanotify::Watcher;
 use super::procfs::OpenedExe;
 use crate::model::FileId;
 use lru::LruCache;
@@ -30,6 +31,8 @@ pub struct ExeCache {
     mask: u64,
     open: Arc<Mutex<LruCache<FileId, Arc<CachedExe>>>>,
     hashes: Arc<Mutex<HashMap<Version, String>>>,
+    /// Marks every cached executable for writes, when fanotify is available.
+    watcher: Option<Arc<Watcher>>,
 }
 
 impl ExeCache {
@@ -40,7 +43,36 @@ impl ExeCache {
                 NonZeroUsize::new(capacity.max(16)).expect("nonzero"),
             ))),
             hashes: Arc::new(Mutex::new(HashMap::new())),
+            watcher: None,
         }
+    }
+
+    /// Watches every executable cached from now on with `watcher`.
+    pub fn with_watcher(mut self, watcher: Arc<Watcher>) -> Self {
+        self.watcher = Some(watcher);
+        self
+    }
+
+    /// Forgets the hash of a file (it was written to) and returns the last one computed.
+    pub fn forget_hash(&self, id: FileId) -> Option<String> {
+        let key = self.key(id);
+        let mut hashes = self.hashes.lock().expect("hash cache lock");
+        let old = hashes
+            .iter()
+            .find(|(k, _)| k.id == key)
+            .map(|(_, h)| h.clone());
+        hashes.retain(|k, _| k.id != key);
+        old
+    }
+
+    /// Forgets every hash (fanotify lost events: any file may have changed).
+    pub fn forget_all_hashes(&self) {
+        self.hashes.lock().expect("hash cache lock").clear();
+    }
+
+    /// The path of a cached executable.
+    pub fn path_of(&self, id: FileId) -> Option<String> {
+        self.get(id).map(|c| c.path.clone())
     }
 
     /// The cache key of a file: the device masked by `st_dev_mask`.
@@ -63,6 +95,11 @@ impl ExeCache {
             return c.path.clone();
         }
         let path = opened.path.clone();
+        if let Some(w) = &self.watcher {
+            if let Err(e) = w.watch(&opened.file) {
+                tracing::warn!("cannot watch {path} for modification: {e}");
+            }
+        }
         open.put(
             key,
             Arc::new(CachedExe {

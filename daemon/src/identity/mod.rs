@@ -1,6 +1,7 @@
 //! identity: pid → executable. Opens /proc/PID/exe as soon as a process is seen, checks it against
 //! the (dev, ino) the kernel reported, and keeps the fd so the binary can be hashed even after exit.
 pub mod exe_cache;
+pub mod fanotify;
 pub mod procfs;
 
 use crate::model::{FileId, ProcEvent};
@@ -50,12 +51,12 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn new(dev_mask: u64, fd_cache_size: usize) -> Self {
+    pub fn with_cache(cache: ExeCache) -> Self {
         Identity {
             procs: HashMap::new(),
             exited: HashSet::new(),
             exiting: HashSet::new(),
-            cache: ExeCache::new(fd_cache_size, dev_mask),
+            cache,
             counters: Arc::new(Counters::default()),
         }
     }
@@ -265,7 +266,7 @@ mod tests {
 
     #[test]
     fn resolves_self_with_cmdline_and_hash() {
-        let mut id = Identity::new(u64::MAX, 64);
+        let mut id = Identity::with_cache(ExeCache::new(64, u64::MAX));
         let me = std::process::id();
         let p = id.resolve(me, 0, own_exe(), "me");
         assert!(p.error.is_none());
@@ -277,7 +278,7 @@ mod tests {
 
     #[test]
     fn mismatching_inode_is_never_attributed() {
-        let mut id = Identity::new(u64::MAX, 64);
+        let mut id = Identity::with_cache(ExeCache::new(64, u64::MAX));
         let me = std::process::id();
         let wrong = FileId {
             dev: own_exe().dev,
@@ -292,7 +293,7 @@ mod tests {
 
     #[test]
     fn exited_process_resolves_through_cached_inode() {
-        let mut id = Identity::new(u64::MAX, 64);
+        let mut id = Identity::with_cache(ExeCache::new(64, u64::MAX));
         id.resolve(std::process::id(), 0, own_exe(), "me");
         // A pid that does not exist, running the same binary.
         let p = id.resolve(u32::MAX - 1, 0, own_exe(), "child");

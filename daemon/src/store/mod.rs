@@ -5,6 +5,7 @@
 //! picosnitch 2 did; `connections` rows reference them by id.
 
 // The read side serves the tests today and the query commands of the CLI next.
+mod known;
 #[cfg(test)]
 mod reader;
 mod schema;
@@ -16,6 +17,7 @@ mod tests;
 use std::io;
 use std::path::PathBuf;
 
+pub use known::Novelty;
 #[cfg(test)]
 pub use reader::{losses, meta, rows, StoredLoss, StoredRow};
 #[cfg(test)]

@@ -67,8 +67,24 @@ CREATE TABLE meta (
 ) STRICT;
 ";
 
+/// Schema version 2: executables seen on the network, per container and level (0 the process,
+/// 1 its parent, 2 its grandparent), with every name and hash they had. Survives retention, so
+/// "new program" and "new hash" decisions survive restarts.
+const V2: &str = "
+CREATE TABLE known_executables (
+    container TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    exe TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    PRIMARY KEY (container, level, exe, name, sha256)
+) STRICT;
+";
+
 /// All migrations, in order; append new ones at the end.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The `user_version` a fully migrated database has.
 pub fn schema_version() -> u32 {
@@ -135,8 +151,8 @@ mod tests {
             migrate(&mut conn, &path).expect("migrate"),
             schema_version()
         );
-        assert_eq!(user_version(&conn).expect("uv"), 1);
-        assert_eq!(schema_version(), 1);
+        assert_eq!(user_version(&conn).expect("uv"), 2);
+        assert_eq!(schema_version(), 2);
     }
 
     #[test]

@@ -138,7 +138,7 @@ fn reopen_is_idempotent_and_keeps_data() {
         ),
         1
     );
-    assert_eq!(count(store.conn(), "PRAGMA user_version"), 1);
+    assert_eq!(count(store.conn(), "PRAGMA user_version"), 2);
 }
 
 #[test]

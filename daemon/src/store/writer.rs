@@ -194,6 +194,14 @@ impl Store {
         &self.path
     }
 
+    pub(super) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    pub(super) fn conn_ref(&self) -> &Connection {
+        &self.conn
+    }
+
     /// The underlying connection, for the read helpers in [`super::reader`].
     #[cfg(test)]
     pub fn conn(&self) -> &Connection {

@@ -1,0 +1,187 @@
+//! notify: decisions about executables (new program, new name, new hash, modified on disk) and
+//! how they reach the user: the log (journald under systemd) and exe.log.
+pub mod exelog;
+
+use crate::model::{ExeIdent, Row};
+use crate::store::{Novelty, Store};
+use exelog::{local_time, ExeLog};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An executable's first network traffic.
+    NewExe,
+    /// A known executable under a name it never had.
+    NewName,
+    /// A known executable with a sha256 it never had.
+    NewHash,
+    /// A cached executable was written to on disk.
+    Modified,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub kind: Kind,
+    /// 0 the process, 1 its parent, 2 its grandparent.
+    pub level: u8,
+    pub exe: String,
+    pub name: String,
+    pub sha256: String,
+    pub previous_sha256: Option<String>,
+    pub uid: Option<u32>,
+    pub parent_exe: String,
+    pub container: String,
+}
+
+impl Decision {
+    /// The exe.log line, in picosnitch's format.
+    pub fn exe_log_line(&self, now: i64) -> String {
+        let t = local_time(now);
+        let level = match self.level {
+            1 => " (parent)",
+            2 => " (grandparent)",
+            _ => "",
+        };
+        let short = |h: &str| h.chars().take(16).collect::<String>();
+        match self.kind {
+            Kind::NewExe => format!("{t} {} {} (new name, exe){level}", self.name, self.exe),
+            Kind::NewName => format!("{t} {} {} (new name){level}", self.name, self.exe),
+            Kind::NewHash => format!("{t} {} {} (new hash){level}", short(&self.sha256), self.exe),
+            Kind::Modified => format!(
+                "{t} {} {} (modified on disk)",
+                short(&self.sha256),
+                self.exe
+            ),
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        match self.kind {
+            Kind::NewExe => format!("New program on the network: {}", self.name),
+            Kind::NewName => format!("Known program under a new name: {}", self.name),
+            Kind::NewHash => format!("Program changed (new sha256): {}", self.exe),
+            Kind::Modified => format!("Executable modified on disk: {}", self.exe),
+        }
+    }
+}
+
+pub struct Notifier {
+    exe_log: ExeLog,
+}
+
+impl Notifier {
+    pub fn new(exe_log: ExeLog) -> Self {
+        Notifier { exe_log }
+    }
+
+    /// Records every executable level of a written window and returns what was new.
+    pub fn on_rows(&mut self, store: &mut Store, rows: &[Row], now: i64) -> Vec<Decision> {
+        let mut seen: HashSet<(u8, Arc<ExeIdent>)> = HashSet::new();
+        let mut out = Vec::new();
+        for row in rows {
+            let k = &row.key;
+            let levels = [(0u8, &k.exe), (1, &k.parent), (2, &k.grandparent)];
+            for (level, ident) in levels {
+                if !seen.insert((level, ident.clone())) {
+                    continue;
+                }
+                let novelty = match store.observe("", level, ident, now) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::error!("cannot record a known executable: {e}");
+                        continue;
+                    }
+                };
+                let decide = |kind| Decision {
+                    kind,
+                    level,
+                    exe: ident.exe.clone(),
+                    name: ident.name.clone(),
+                    sha256: ident.sha256.clone(),
+                    previous_sha256: None,
+                    uid: (level == 0).then_some(k.uid),
+                    parent_exe: if level == 0 {
+                        k.parent.exe.clone()
+                    } else {
+                        String::new()
+                    },
+                    container: String::new(),
+                };
+                let Novelty {
+                    new_exe,
+                    new_name,
+                    new_hash,
+                } = novelty;
+                if new_exe {
+                    out.push(decide(Kind::NewExe));
+                }
+                if new_name {
+                    out.push(decide(Kind::NewName));
+                }
+                if new_hash {
+                    let mut d = decide(Kind::NewHash);
+                    d.previous_sha256 = store
+                        .known_hashes("", &ident.exe)
+                        .ok()
+                        .and_then(|h| h.into_iter().find(|h| *h != ident.sha256));
+                    out.push(d);
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes a decision to the log (structured fields for journald) and to exe.log.
+    pub fn report(&mut self, d: &Decision, now: i64) {
+        tracing::warn!(
+            decision = ?d.kind,
+            exe = %d.exe,
+            name = %d.name,
+            sha256 = %d.sha256,
+            previous_sha256 = d.previous_sha256.as_deref().unwrap_or(""),
+            level = d.level,
+            uid = d.uid.map(i64::from).unwrap_or(-1),
+            parent_exe = %d.parent_exe,
+            container = %d.container,
+            "{}",
+            d.summary()
+        );
+        if let Err(e) = self.exe_log.append(&d.exe_log_line(now)) {
+            tracing::error!("cannot write {}: {e}", self.exe_log.path().display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exe_log_lines() {
+        let d = Decision {
+            kind: Kind::NewExe,
+            level: 1,
+            exe: "/usr/bin/curl".into(),
+            name: "curl".into(),
+            sha256: "0123456789abcdef0123".into(),
+            previous_sha256: None,
+            uid: None,
+            parent_exe: String::new(),
+            container: String::new(),
+        };
+        let l = d.exe_log_line(0);
+        assert!(
+            l.ends_with(" curl /usr/bin/curl (new name, exe) (parent)"),
+            "{l}"
+        );
+        let h = Decision {
+            kind: Kind::NewHash,
+            level: 0,
+            ..d
+        };
+        assert!(h
+            .exe_log_line(0)
+            .ends_with(" 0123456789abcdef /usr/bin/curl (new hash)"));
+    }
+}
