@@ -39,6 +39,9 @@ enum Command {
     Doctor,
     /// Print the version.
     Version,
+    /// Deliver desktop notifications as the calling user (started by the daemon, never as root).
+    #[command(hide = true)]
+    NotifyHelper,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,9 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+        Command::NotifyHelper => {
+            ExitCode::from(u8::try_from(notify::desktop::helper_main()).unwrap_or(1))
         }
         Command::Version => {
             println!("picosnitch {}", env!("CARGO_PKG_VERSION"));

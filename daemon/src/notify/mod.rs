@@ -1,5 +1,6 @@
 //! notify: decisions about executables (new program, new name, new hash, modified on disk) and
 //! how they reach the user: the log (journald under systemd) and exe.log.
+pub mod desktop;
 pub mod exelog;
 
 use crate::model::{ExeIdent, Row};
@@ -56,6 +57,17 @@ impl Decision {
         }
     }
 
+    /// The desktop notification, keyed by executable path and sha256.
+    pub fn desktop_notice(&self) -> desktop::Notice {
+        let previous = self.previous_sha256.as_deref();
+        match self.kind {
+            Kind::NewExe => desktop::Notice::new_program(&self.exe, &self.name, &self.sha256),
+            Kind::NewName => desktop::Notice::new_name(&self.exe, &self.name, &self.sha256),
+            Kind::NewHash => desktop::Notice::new_hash(&self.exe, &self.sha256, previous),
+            Kind::Modified => desktop::Notice::modified(&self.exe, &self.sha256, previous),
+        }
+    }
+
     pub fn summary(&self) -> String {
         match self.kind {
             Kind::NewExe => format!("New program on the network: {}", self.name),
@@ -68,11 +80,21 @@ impl Decision {
 
 pub struct Notifier {
     exe_log: ExeLog,
+    desktop: Option<desktop::Desktop>,
 }
 
 impl Notifier {
     pub fn new(exe_log: ExeLog) -> Self {
-        Notifier { exe_log }
+        Notifier {
+            exe_log,
+            desktop: None,
+        }
+    }
+
+    /// Also shows every decision as a desktop notification (`[desktop] notifications`).
+    pub fn with_desktop(mut self, desktop: desktop::Desktop) -> Self {
+        self.desktop = Some(desktop);
+        self
     }
 
     /// Records every executable level of a written window and returns what was new.
@@ -149,6 +171,9 @@ impl Notifier {
         );
         if let Err(e) = self.exe_log.append(&d.exe_log_line(now)) {
             tracing::error!("cannot write {}: {e}", self.exe_log.path().display());
+        }
+        if let Some(desktop) = &self.desktop {
+            desktop.notify(d.desktop_notice());
         }
     }
 }
