@@ -35,6 +35,10 @@ enum {
 	BPF_NOEXIST = 1,
 };
 
+enum {
+	BPF_RB_NO_WAKEUP = 1,
+};
+
 #define PRESERVE __attribute__((preserve_access_index))
 
 typedef struct {
@@ -110,9 +114,23 @@ struct socket {
 
 struct sock {
 	struct sock_common __sk_common;
+	unsigned char sk_shutdown;
 	__u16 sk_protocol;
 	__u16 sk_type;
 	struct socket *sk_socket;
+} PRESERVE;
+
+struct sk_buff {
+	struct sock *sk;
+	unsigned char *head;
+	__u16 transport_header;
+	__u16 network_header;
+} PRESERVE;
+
+struct tcp_sock {
+	__u64 bytes_received;
+	__u32 rcv_nxt;
+	__u32 copied_seq;
 } PRESERVE;
 
 struct mm_struct {
@@ -143,6 +161,24 @@ struct msghdr {
 	void *msg_name;
 	int msg_namelen;
 } PRESERVE;
+
+/* The context of cgroup/sendmsg programs (uapi layout; the verifier rewrites the accesses). */
+struct bpf_sock;
+struct bpf_sock_addr {
+	__u32 user_family;
+	__u32 user_ip4;
+	__u32 user_ip6[4];
+	__u32 user_port;
+	__u32 family;
+	__u32 type;
+	__u32 protocol;
+	__u32 msg_src_ip4;
+	__u32 msg_src_ip6[4];
+	union {
+		struct bpf_sock *sk;
+		__u64 : 64;
+	} __attribute__((aligned(8)));
+};
 
 /* User-space layouts (ABI, not relocated). */
 struct user_msghdr {

@@ -33,6 +33,7 @@ struct flow_val {
 	__u16 lport;
 	__u8 laddr[16];
 	char comm[16];
+	__u64 tcp_consumed; /* TCP bytes this process's readers had consumed, for splice() */
 };
 
 enum proc_event_kind {

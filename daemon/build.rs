@@ -4,8 +4,12 @@ use std::{env, path::PathBuf, process::Command};
 fn main() {
     let src_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("../daemon-ebpf");
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("picosnitch.bpf.o");
-    for f in ["picosnitch.bpf.c", "core.h", "records.h"] {
-        println!("cargo:rerun-if-changed={}", src_dir.join(f).display());
+    println!("cargo:rerun-if-changed={}", src_dir.display());
+    for entry in std::fs::read_dir(&src_dir).expect("daemon-ebpf/ is readable") {
+        println!(
+            "cargo:rerun-if-changed={}",
+            entry.expect("entry").path().display()
+        );
     }
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".into());
     let status = Command::new(&clang)

@@ -2,7 +2,9 @@
 //!
 //! Sets are tried in order; a set that fails half-way is unloaded entirely before the next is
 //! tried, so no program of a refused set stays in the kernel.
-use aya::programs::{BtfTracePoint, FExit, KProbe, RawTracePoint, TracePoint};
+use aya::programs::{
+    BtfTracePoint, CgroupAttachMode, CgroupSockAddr, FExit, KProbe, RawTracePoint, TracePoint,
+};
 use aya::{Btf, Ebpf};
 
 /// How one program of the object is attached.
@@ -13,6 +15,8 @@ pub enum Attach {
     RawTp(&'static str, &'static str),
     FExit(&'static str, &'static str),
     KProbe(&'static str, &'static str),
+    /// A cgroup/sock_addr program attached to the root of the cgroup v2 hierarchy.
+    CgroupSockAddr(&'static str),
 }
 
 impl Attach {
@@ -22,7 +26,8 @@ impl Attach {
             | Attach::Tp(p, _, _)
             | Attach::RawTp(p, _)
             | Attach::FExit(p, _)
-            | Attach::KProbe(p, _) => p,
+            | Attach::KProbe(p, _)
+            | Attach::CgroupSockAddr(p) => p,
         }
     }
 }
@@ -43,13 +48,16 @@ pub const TRAFFIC: [HookSet; 3] = [
         attach: &[
             Attach::BtfTp("tp_sock_send_length", "sock_send_length"),
             Attach::BtfTp("tp_sock_recv_length", "sock_recv_length"),
-            Attach::Tp("sys_enter_sendmmsg", "syscalls", "sys_enter_sendmmsg"),
-            Attach::Tp("sys_exit_sendmmsg", "syscalls", "sys_exit_sendmmsg"),
-            Attach::Tp("sys_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
-            Attach::Tp("sys_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
-            Attach::Tp("sys_exit_recvmmsg", "syscalls", "sys_exit_recvmmsg"),
+            Attach::BtfTp("tp_skb_copy_datagram_iovec", "skb_copy_datagram_iovec"),
+            Attach::BtfTp("tp_tcp_rcv_space_adjust", "tcp_rcv_space_adjust"),
         ],
-        optional: &[],
+        // Without them, the peers of datagrams on unconnected UDP sockets are unknown.
+        optional: &[
+            Attach::CgroupSockAddr("cg_sendmsg4"),
+            Attach::CgroupSockAddr("cg_sendmsg6"),
+            Attach::CgroupSockAddr("cg_recvmsg4"),
+            Attach::CgroupSockAddr("cg_recvmsg6"),
+        ],
     },
     HookSet {
         name: "fexit",
@@ -59,6 +67,8 @@ pub const TRAFFIC: [HookSet; 3] = [
             Attach::FExit("fexit_inet6_sendmsg", "inet6_sendmsg"),
             Attach::FExit("fexit_inet_recvmsg", "inet_recvmsg"),
             Attach::FExit("fexit_inet6_recvmsg", "inet6_recvmsg"),
+            Attach::Tp("sys_enter_splice", "syscalls", "sys_enter_splice"),
+            Attach::Tp("sys_exit_splice", "syscalls", "sys_exit_splice"),
         ],
         optional: &[Attach::FExit("fexit_inet_sendpage", "inet_sendpage")],
     },
@@ -74,6 +84,8 @@ pub const TRAFFIC: [HookSet; 3] = [
             Attach::KProbe("kr_inet_recvmsg", "inet_recvmsg"),
             Attach::KProbe("kp_inet6_recvmsg", "inet6_recvmsg"),
             Attach::KProbe("kr_inet6_recvmsg", "inet6_recvmsg"),
+            Attach::Tp("sys_enter_splice", "syscalls", "sys_enter_splice"),
+            Attach::Tp("sys_exit_splice", "syscalls", "sys_exit_splice"),
         ],
         optional: &[
             Attach::KProbe("kp_inet_sendpage", "inet_sendpage"),
@@ -85,13 +97,11 @@ pub const TRAFFIC: [HookSet; 3] = [
 /// Hooks every traffic set needs: process lifetimes and splice() receive.
 pub const COMMON: HookSet = HookSet {
     name: "common",
-    what: "sched_process_exec/fork/exit raw tracepoints, splice syscall tracepoints",
+    what: "sched_process_exec/fork/exit raw tracepoints",
     attach: &[
         Attach::RawTp("raw_sched_process_exec", "sched_process_exec"),
         Attach::RawTp("raw_sched_process_fork", "sched_process_fork"),
         Attach::RawTp("raw_sched_process_exit", "sched_process_exit"),
-        Attach::Tp("sys_enter_splice", "syscalls", "sys_enter_splice"),
-        Attach::Tp("sys_exit_splice", "syscalls", "sys_exit_splice"),
     ],
     optional: &[],
 };
@@ -127,10 +137,25 @@ fn attach_one(ebpf: &mut Ebpf, btf: &Btf, a: Attach) -> Result<(), String> {
                 p.load()?;
                 p.attach(func, 0)?;
             }
+            Attach::CgroupSockAddr(_) => {
+                let root = super::kernel::cgroup2_mount().ok_or_else(|| {
+                    aya::programs::ProgramError::from(std::io::Error::other(
+                        "cgroup v2 is not mounted",
+                    ))
+                })?;
+                let cgroup =
+                    std::fs::File::open(&root).map_err(aya::programs::ProgramError::from)?;
+                let p: &mut CgroupSockAddr = prog.try_into()?;
+                p.load()?;
+                p.attach(&cgroup, CgroupAttachMode::Single)?;
+            }
         }
         Ok(())
     })();
-    r.map_err(|e| format!("{}: {}", a.program(), error_chain(&e)))
+    r.map_err(|e| {
+        tracing::debug!(program = a.program(), "attach failed: {e:?}");
+        format!("{}: {}", a.program(), error_chain(&e))
+    })
 }
 
 fn unload_one(ebpf: &mut Ebpf, a: Attach) {
@@ -144,6 +169,7 @@ fn unload_one(ebpf: &mut Ebpf, a: Attach) {
         Attach::RawTp(..) => <&mut RawTracePoint>::try_from(prog).map(|p| p.unload()),
         Attach::FExit(..) => <&mut FExit>::try_from(prog).map(|p| p.unload()),
         Attach::KProbe(..) => <&mut KProbe>::try_from(prog).map(|p| p.unload()),
+        Attach::CgroupSockAddr(..) => <&mut CgroupSockAddr>::try_from(prog).map(|p| p.unload()),
     };
 }
 

@@ -37,6 +37,7 @@ pub struct FlowVal {
     pub lport: u16,
     pub laddr: [u8; 16],
     pub comm: [u8; 16],
+    pub tcp_consumed: u64,
 }
 
 #[repr(C)]
@@ -166,7 +167,7 @@ mod tests {
     #[test]
     fn layouts_match_records_h() {
         assert_eq!(std::mem::size_of::<FlowKey>(), 32);
-        assert_eq!(std::mem::size_of::<FlowVal>(), 128);
+        assert_eq!(std::mem::size_of::<FlowVal>(), 136);
         assert_eq!(std::mem::size_of::<RawProcEvent>(), 312);
     }
 

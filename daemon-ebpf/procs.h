@@ -1,0 +1,63 @@
+/* procs.h: process lifetimes (exec, fork of a new thread group, exit of the whole group) for the ring buffer. */
+#ifndef PICOSNITCH_PROCS_H
+#define PICOSNITCH_PROCS_H
+
+/* ---- Processes: exec, fork (new thread groups only), exit of the whole group. ---- */
+
+static __always_inline void emit_proc(__u32 kind, struct task_struct *t, __u32 ppid,
+				      const char *path)
+{
+	struct proc_event *e = bpf_ringbuf_reserve(&procs, sizeof(*e), 0);
+	if (!e) {
+		stat_add(STAT_PROC_RINGBUF_FULL, 1);
+		return;
+	}
+	e->kind = kind;
+	e->tgid = BPF_CORE_READ(t, tgid);
+	e->ppid = ppid;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->start_ns = BPF_CORE_READ(t, group_leader, start_boottime);
+	e->exe_ino = 0;
+	e->exe_dev = 0;
+	e->pad = 0;
+	if (kind != PROC_EXIT)
+		task_exe(t, &e->exe_ino, &e->exe_dev);
+	BPF_CORE_READ_INTO(&e->comm, t, group_leader, comm);
+	e->path[0] = 0;
+	if (path)
+		bpf_probe_read_kernel_str(e->path, sizeof(e->path), path);
+	/* Only an exec needs the daemon at once (to open /proc/PID/exe while the process lives);
+	 * forks and exits are read with the next exec or the next one-second drain. */
+	bpf_ringbuf_submit(e, kind == PROC_EXEC ? 0 : BPF_RB_NO_WAKEUP);
+	stat_add(STAT_PROC_EVENTS, 1);
+}
+
+SEC("raw_tp/sched_process_exec")
+int BPF_PROG(raw_sched_process_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	emit_proc(PROC_EXEC, t, BPF_CORE_READ(t, group_leader, real_parent, tgid),
+		  BPF_CORE_READ(bprm, filename));
+	return 0;
+}
+
+SEC("raw_tp/sched_process_fork")
+int BPF_PROG(raw_sched_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+		return 0;
+	emit_proc(PROC_FORK, child, BPF_CORE_READ(parent, tgid), 0);
+	return 0;
+}
+
+SEC("raw_tp/sched_process_exit")
+int raw_sched_process_exit(void *ctx)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	if (BPF_CORE_READ(t, signal, live.counter) != 0)
+		return 0;
+	emit_proc(PROC_EXIT, t, 0, 0);
+	return 0;
+}
+
+#endif

@@ -1,0 +1,260 @@
+/* traffic_btf.h: the fast traffic hooks for kernels >= 6.3: sock_send_length/sock_recv_length
+ * with plain BTF loads, peers of unconnected sockets, and splice() receive. No syscall
+ * tracepoint is used: one would slow every system call of every process. */
+#ifndef PICOSNITCH_TRAFFIC_BTF_H
+#define PICOSNITCH_TRAFFIC_BTF_H
+
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define NR_SENDFILE 40
+#define NR_SPLICE 275
+
+/* The peer of the datagram a thread is sending or has just copied to user space, kept from the
+ * hook that sees it to the sock_*_length hook that counts its bytes. */
+struct peer_stash {
+	__u64 owner; /* send_peer: socket cookie; recv_peer: socket address */
+	__u16 family;
+	__u16 port;
+	__u32 pad;
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct peer_stash);
+} send_peer SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct peer_stash);
+} recv_peer SEC(".maps");
+
+/* Key of a socket from plain loads on its BTF pointer; `connected` when the peer is in it. */
+static __always_inline bool btf_key(struct sock *sk, struct flow_key *k, bool *connected)
+{
+	__u16 family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6 && family != AF_PACKET)
+		return false;
+	struct socket *so = sk->sk_socket;
+	if (!so)
+		return false;
+	k->family = family;
+	k->tgid = bpf_get_current_pid_tgid() >> 32;
+	k->sock_ino = so->file->f_inode->i_ino;
+	if (family == AF_PACKET) {
+		*connected = true;
+		return true;
+	}
+	__u16 dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	k->rport = dport;
+	if (family == AF_INET) {
+		__be32 d = sk->__sk_common.skc_daddr;
+		__builtin_memcpy(k->raddr, &d, 4);
+		*connected = d != 0 || dport != 0;
+		return true;
+	}
+	__u32 a0 = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[0];
+	__u32 a1 = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[1];
+	__u32 a2 = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[2];
+	__u32 a3 = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[3];
+	__builtin_memcpy(k->raddr, &a0, 4);
+	__builtin_memcpy(k->raddr + 4, &a1, 4);
+	__builtin_memcpy(k->raddr + 8, &a2, 4);
+	__builtin_memcpy(k->raddr + 12, &a3, 4);
+	*connected = (a0 | a1 | a2 | a3) != 0 || dport != 0;
+	return true;
+}
+
+/* Takes the peer this thread stashed for the socket (named by its address or its cookie). */
+static __always_inline bool take_peer(void *map, struct sock *sk, struct flow_key *k)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct peer_stash *p = bpf_map_lookup_elem(map, &id);
+	if (!p)
+		return false;
+	bool mine = p->owner == (__u64)sk || p->owner == bpf_get_socket_cookie(sk);
+	if (mine) {
+		__builtin_memcpy(k->raddr, p->addr, 16);
+		k->rport = p->port;
+	}
+	bpf_map_delete_elem(map, &id);
+	return mine;
+}
+
+/* The destination of sendto()/sendmsg() on an unconnected socket, from the syscall's arguments. */
+static __always_inline void peer_of_send_syscall(struct flow_key *k)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	long nr = regs->orig_ax;
+	void *name = 0;
+	if (nr == NR_SENDTO) {
+		name = (void *)regs->r8;
+	} else if (nr == NR_SENDMSG) {
+		struct user_msghdr *m = (void *)regs->si;
+		bpf_probe_read_user(&name, sizeof(name), &m->msg_name);
+	}
+	read_peer(name, true, k);
+}
+
+/* The TCP bytes the socket's readers have consumed since it was created; 0 if not TCP. */
+static __always_inline __u64 tcp_consumed(struct sock *sk)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	return tp->bytes_received - (__u32)(tp->rcv_nxt - tp->copied_seq);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
+{
+	struct flow_key k = {};
+	bool connected;
+	if (ret <= 0 || !btf_key(sk, &k, &connected))
+		return 0;
+	if (!connected && !take_peer(&send_peer, sk, &k))
+		peer_of_send_syscall(&k);
+	account(sk, &k, true, ret, 1);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
+{
+	struct flow_key k = {};
+	bool connected;
+	if (ret <= 0 || (flags & MSG_PEEK) || !btf_key(sk, &k, &connected))
+		return 0;
+	if (!connected)
+		take_peer(&recv_peer, sk, &k);
+	struct flow_val *v = account(sk, &k, false, ret, 1);
+	if (v && k.family != AF_PACKET && sk->sk_protocol == IPPROTO_TCP)
+		v->tcp_consumed = tcp_consumed(sk);
+	return 0;
+}
+
+/* ICMP and raw datagrams copied to user space pass here before sock_recv_length counts them: keep
+ * the source when the socket itself has no peer. (UDP skbs carry no socket here; UDP peers come
+ * from the cgroup recvmsg hooks below.) */
+SEC("tp_btf/skb_copy_datagram_iovec")
+int BPF_PROG(tp_skb_copy_datagram_iovec, const struct sk_buff *skb, int len)
+{
+	struct sock *sk = skb->sk;
+	if (!sk || sk->sk_protocol == IPPROTO_TCP)
+		return 0;
+	__u16 family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	if (sk->__sk_common.skc_dport != 0)
+		return 0;
+	unsigned char *head = skb->head;
+	__u16 nh = skb->network_header;
+	__u16 th = skb->transport_header;
+	__u8 ip[40];
+	if (bpf_probe_read_kernel(ip, sizeof(ip), head + nh))
+		return 0;
+	struct peer_stash p = {.owner = (__u64)sk, .family = family};
+	__u8 version = ip[0] >> 4;
+	if (version == 4) {
+		if (family == AF_INET6) {
+			/* An IPv4 datagram on a dual-stack socket: the peer is v4-mapped. */
+			p.addr[10] = 0xff;
+			p.addr[11] = 0xff;
+			__builtin_memcpy(p.addr + 12, ip + 12, 4);
+		} else {
+			__builtin_memcpy(p.addr, ip + 12, 4);
+		}
+	} else if (version == 6) {
+		__builtin_memcpy(p.addr, ip + 8, 16);
+	} else {
+		return 0;
+	}
+	if (sk->sk_protocol == IPPROTO_UDP) {
+		__be16 sport = 0;
+		bpf_probe_read_kernel(&sport, sizeof(sport), head + th);
+		p.port = bpf_ntohs(sport);
+	}
+	__u64 id = bpf_get_current_pid_tgid();
+	if (bpf_map_update_elem(&recv_peer, &id, &p, BPF_ANY))
+		stat_add(STAT_PENDING_MAP_FULL, 1);
+	return 0;
+}
+
+/* The peer of every UDP datagram sent or received on an unconnected socket (sendmmsg() and
+ * recvmmsg() included): the address the program gave, or will be given. */
+static __always_inline int stash_udp(void *map, struct bpf_sock_addr *ctx, bool v6)
+{
+	struct peer_stash p = {.owner = bpf_get_socket_cookie(ctx)};
+	if (v6) {
+		p.family = AF_INET6;
+		__u32 a[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
+		__builtin_memcpy(p.addr, a, 16);
+	} else {
+		p.family = AF_INET;
+		__u32 a = ctx->user_ip4;
+		__builtin_memcpy(p.addr, &a, 4);
+	}
+	p.port = bpf_ntohs((__u16)ctx->user_port);
+	__u64 id = bpf_get_current_pid_tgid();
+	if (bpf_map_update_elem(map, &id, &p, BPF_ANY))
+		stat_add(STAT_PENDING_MAP_FULL, 1);
+	return 1; /* never refuse the datagram */
+}
+
+SEC("cgroup/sendmsg4")
+int cg_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return stash_udp(&send_peer, ctx, false);
+}
+
+SEC("cgroup/sendmsg6")
+int cg_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return stash_udp(&send_peer, ctx, true);
+}
+
+SEC("cgroup/recvmsg4")
+int cg_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return stash_udp(&recv_peer, ctx, false);
+}
+
+SEC("cgroup/recvmsg6")
+int cg_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return stash_udp(&recv_peer, ctx, true);
+}
+
+/* splice() and sendfile() from a TCP socket read through tcp_read_sock, not recvmsg: count what
+ * its readers consumed since the last count of this process. */
+SEC("tp_btf/tcp_rcv_space_adjust")
+int BPF_PROG(tp_tcp_rcv_space_adjust, struct sock *sk)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	long nr = regs->orig_ax;
+	if (nr != NR_SPLICE && nr != NR_SENDFILE)
+		return 0;
+	struct flow_key k = {};
+	bool connected;
+	if (!btf_key(sk, &k, &connected))
+		return 0;
+	__u64 now = tcp_consumed(sk);
+	/* A FIN takes one sequence number: once the reader has passed it, it is not payload. */
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	__u8 shutdown = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown);
+	__u64 fin = tp && (shutdown & 1) && tp->copied_seq == tp->rcv_nxt ? 1 : 0;
+	struct flow_val *v = bpf_map_lookup_elem(&totals, &k);
+	__u64 before = v ? v->tcp_consumed : 0;
+	if (now <= before + fin)
+		return 0;
+	v = account(sk, &k, false, now - before - fin, 1);
+	if (v)
+		v->tcp_consumed = now;
+	return 0;
+}
+
+#endif
