@@ -24,8 +24,24 @@ static __always_inline void emit_proc(__u32 kind, struct task_struct *t, __u32 p
 		task_exe(t, &e->exe_ino, &e->exe_dev);
 	BPF_CORE_READ_INTO(&e->comm, t, group_leader, comm);
 	e->path[0] = 0;
+	e->pexe_ino = 0;
+	e->gpexe_ino = 0;
+	e->pexe_dev = 0;
+	e->gppid = 0;
+	e->gpexe_dev = 0;
+	e->pad2 = 0;
 	if (path)
 		bpf_probe_read_kernel_str(e->path, sizeof(e->path), path);
+	if (kind == PROC_EXEC) {
+		struct task_struct *parent = BPF_CORE_READ(t, group_leader, real_parent);
+		struct task_struct *gparent = BPF_CORE_READ(parent, group_leader, real_parent);
+		if (parent)
+			task_exe(parent, &e->pexe_ino, &e->pexe_dev);
+		if (gparent) {
+			e->gppid = BPF_CORE_READ(gparent, tgid);
+			task_exe(gparent, &e->gpexe_ino, &e->gpexe_dev);
+		}
+	}
 	/* Only an exec needs the daemon at once (to open /proc/PID/exe while the process lives);
 	 * forks and exits are read with the next exec or the next one-second drain. */
 	bpf_ringbuf_submit(e, kind == PROC_EXEC ? 0 : BPF_RB_NO_WAKEUP);

@@ -53,6 +53,13 @@ struct proc_event {
 	__u32 pad;
 	char comm[16];
 	char path[256]; /* exec: the file name given to execve (may be relative or a symlink) */
+	/* exec: the ancestry, for rows of processes that make no traffic ([monitoring] every_exe) */
+	__u64 pexe_ino;
+	__u64 gpexe_ino;
+	__u32 pexe_dev;
+	__u32 gppid;
+	__u32 gpexe_dev;
+	__u32 pad2;
 };
 
 /* Indices of the per-CPU loss and activity counters. */

@@ -68,6 +68,8 @@ pub enum ProcEvent {
         comm: String,
         /// The file name given to execve; a hint, verified against `exe` before use.
         path: String,
+        parent: KernelProc,
+        grandparent: KernelProc,
     },
     Fork {
         tgid: u32,

@@ -4,7 +4,7 @@ use crate::collector::records::{self, LOSS_STATS, STAT_NAMES};
 use crate::collector::Collector;
 use crate::identity::fanotify::Watcher;
 use crate::identity::Identity;
-use crate::model::FlowDelta;
+use crate::model::{FlowDelta, ProcEvent};
 use crate::sink::{now_unix, Msg, Sink};
 use crate::window::{WinKey, Window};
 use aya::maps::{MapData, RingBuf};
@@ -24,6 +24,7 @@ pub struct Pipeline {
     last_ident: [u64; 2],
     last_capacity_warning: Option<Instant>,
     watcher: Option<Arc<Watcher>>,
+    every_exe: bool,
 }
 
 const DRAIN_EVERY: Duration = Duration::from_secs(1);
@@ -45,18 +46,56 @@ impl Pipeline {
             last_ident: [0; 2],
             last_capacity_warning: None,
             watcher,
+            every_exe: false,
         }
     }
 
     fn read_ring(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
             if let Some(ev) = records::proc_event(&item) {
-                if let crate::model::ProcEvent::Exit { tgid } = ev {
+                if let ProcEvent::Exit { tgid } = ev {
                     self.drainer.on_exit(tgid);
                 }
                 self.identity.on_event(&ev);
+                if self.every_exe {
+                    self.add_exec(&ev);
+                }
             }
         }
+    }
+
+    /// `[monitoring] every_exe`: a row for every exec, traffic or not (ports -1, as picosnitch).
+    fn add_exec(&mut self, ev: &ProcEvent) {
+        let ProcEvent::Exec {
+            tgid,
+            uid,
+            start_ns,
+            exe,
+            comm,
+            parent,
+            grandparent,
+            ..
+        } = ev
+        else {
+            return;
+        };
+        let key = WinKey {
+            exe: self.identity.resolve(*tgid, *start_ns, *exe, comm),
+            parent: self.identity.resolve(parent.tgid, 0, parent.exe, ""),
+            grandparent: self
+                .identity
+                .resolve(grandparent.tgid, 0, grandparent.exe, ""),
+            uid: *uid,
+            family: 0,
+            protocol: 0,
+            lport: -1,
+            rport: -1,
+            laddr: String::new(),
+            raddr: String::new(),
+            domain: String::new(),
+            netns: 0,
+        };
+        self.window.add(now_unix(), key, 0, 0, 1);
     }
 
     fn add(&mut self, now: i64, d: FlowDelta) {
@@ -160,6 +199,12 @@ impl Pipeline {
             source: source.to_string(),
             count,
         });
+    }
+
+    /// Also records processes that make no traffic (`[monitoring] every_exe`).
+    pub fn with_every_exe(mut self, on: bool) -> Self {
+        self.every_exe = on;
+        self
     }
 
     /// Hands written-to executables to the sink; after a queue overflow every hash is suspect.

@@ -133,7 +133,8 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         }
     };
     let hook_set = collector.attached.hook_set;
-    let pipeline = Pipeline::new(collector, identity, sink, watcher);
+    let pipeline =
+        Pipeline::new(collector, identity, sink, watcher).with_every_exe(cfg.monitoring.every_exe);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

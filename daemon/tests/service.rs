@@ -184,3 +184,24 @@ fn a_bad_config_is_refused_and_recorded_data_is_untouched() {
         "the database was not touched"
     );
 }
+
+#[test]
+fn every_exe_records_processes_without_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = tg_copy(dir.path(), "tg-silent");
+    let daemon =
+        Daemon::start("[database]\nwrite_limit_seconds = 1\n[monitoring]\nevery_exe = true\n");
+    let out = Command::new(&exe).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let stopped = daemon.stop();
+    let rows = rows_for_exe(&stopped.db, &exe);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let r = &rows[0];
+    assert_eq!(
+        (r.lport, r.rport, r.send, r.recv, r.events),
+        (-1, -1, 0, 0, 1),
+        "{r:?}"
+    );
+    assert_eq!(r.sha256, sha256sum(&exe));
+    assert_eq!(r.pexe, std::env::current_exe().unwrap().to_string_lossy());
+}

@@ -223,3 +223,44 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     // Verifier logs are long; the first line names the problem.
     s.lines().next().unwrap_or_default().to_string()
 }
+
+/// Runs the kernel skipped, summed over every loaded program of `ebpf` (`recursion_misses` of
+/// `bpf_prog_info`, kernel >= 5.12; 0 before). A tracing program preempted while it runs (every
+/// kernel with `preempt=full`, and every 7.x kernel, where only full/lazy preemption exist) makes
+/// the kernel skip the same program for other tasks on that CPU: those bytes are lost, so they
+/// are reported as a loss.
+pub fn recursion_misses(ebpf: &Ebpf) -> u64 {
+    use std::os::fd::{AsFd, AsRawFd};
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    /// Offset of `recursion_misses` in the UAPI `struct bpf_prog_info`, in u64 words.
+    const RECURSION_MISSES: usize = 208 / 8;
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut total = 0u64;
+    for (_, prog) in ebpf.programs() {
+        let Ok(fd) = prog.fd() else { continue };
+        let mut info = [0u64; 29];
+        let mut attr = InfoAttr {
+            bpf_fd: fd.as_fd().as_raw_fd() as u32,
+            info_len: std::mem::size_of_val(&info) as u32,
+            info: info.as_mut_ptr() as u64,
+        };
+        // SAFETY: attr is a valid bpf_attr prefix; info is writable for info_len bytes.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_OBJ_GET_INFO_BY_FD,
+                &mut attr as *mut InfoAttr,
+                std::mem::size_of::<InfoAttr>(),
+            )
+        };
+        if r == 0 {
+            total += info[RECURSION_MISSES];
+        }
+    }
+    total
+}

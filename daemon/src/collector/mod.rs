@@ -175,7 +175,8 @@ impl Collector {
         batch::delete_keys(self.totals.fd().as_fd(), keys)
     }
 
-    /// Per-CPU counters summed, indexed as `records::STAT_NAMES`.
+    /// Per-CPU counters summed, indexed as `records::STAT_NAMES`; the last slot holds the
+    /// program runs the kernel skipped (`hooks::recursion_misses`).
     pub fn stats(&self) -> [u64; STAT_NAMES.len()] {
         let mut out = [0u64; STAT_NAMES.len()];
         for (i, slot) in out.iter_mut().enumerate() {
@@ -183,6 +184,7 @@ impl Collector {
                 *slot = v.iter().sum();
             }
         }
+        out[STAT_NAMES.len() - 1] = hooks::recursion_misses(&self._ebpf);
         out
     }
 }

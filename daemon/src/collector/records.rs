@@ -53,6 +53,12 @@ pub struct RawProcEvent {
     pub pad: u32,
     pub comm: [u8; 16],
     pub path: [u8; 256],
+    pub pexe_ino: u64,
+    pub gpexe_ino: u64,
+    pub pexe_dev: u32,
+    pub gppid: u32,
+    pub gpexe_dev: u32,
+    pub pad2: u32,
 }
 
 impl Default for RawProcEvent {
@@ -75,10 +81,11 @@ pub const STAT_NAMES: [&str; 8] = [
     "send_calls",
     "recv_calls",
     "proc_events",
-    "reserved",
+    // Not a kernel counter: program runs the kernel skipped (collector::Collector::stats).
+    "recursion_misses",
 ];
 /// Counters that mean data was lost (the others count activity).
-pub const LOSS_STATS: [usize; 4] = [0, 1, 2, 3];
+pub const LOSS_STATS: [usize; 5] = [0, 1, 2, 3, 7];
 
 pub fn comm_str(c: &[u8]) -> String {
     let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
@@ -148,6 +155,14 @@ pub fn proc_event(bytes: &[u8]) -> Option<ProcEvent> {
             exe,
             comm: comm_str(&e.comm),
             path: comm_str(&e.path),
+            parent: KernelProc {
+                tgid: e.ppid,
+                exe: FileId::from_kernel(e.pexe_dev, e.pexe_ino),
+            },
+            grandparent: KernelProc {
+                tgid: e.gppid,
+                exe: FileId::from_kernel(e.gpexe_dev, e.gpexe_ino),
+            },
         },
         2 => ProcEvent::Fork {
             tgid: e.tgid,
@@ -168,7 +183,7 @@ mod tests {
     fn layouts_match_records_h() {
         assert_eq!(std::mem::size_of::<FlowKey>(), 32);
         assert_eq!(std::mem::size_of::<FlowVal>(), 136);
-        assert_eq!(std::mem::size_of::<RawProcEvent>(), 312);
+        assert_eq!(std::mem::size_of::<RawProcEvent>(), 344);
     }
 
     #[test]
