@@ -37,6 +37,7 @@ enum {
 
 enum {
 	BPF_RB_NO_WAKEUP = 1,
+	BPF_RB_FORCE_WAKEUP = 2,
 };
 
 #define PRESERVE __attribute__((preserve_access_index))

@@ -43,8 +43,9 @@ static __always_inline void emit_proc(__u32 kind, struct task_struct *t, __u32 p
 		}
 	}
 	/* Only an exec needs the daemon at once (to open /proc/PID/exe while the process lives);
-	 * forks and exits are read with the next exec or the next one-second drain. */
-	bpf_ringbuf_submit(e, kind == PROC_EXEC ? 0 : BPF_RB_NO_WAKEUP);
+	 * forks and exits are read with the next exec or the next one-second drain. The wakeup is
+	 * forced: an adaptive one is skipped while earlier unread (fork) records are queued. */
+	bpf_ringbuf_submit(e, kind == PROC_EXEC ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 	stat_add(STAT_PROC_EVENTS, 1);
 }
 

@@ -10,26 +10,29 @@
 #define NR_SPLICE 275
 
 /* The peer of the datagram a thread is sending or has just copied to user space, kept from the
- * hook that sees it to the sock_*_length hook that counts its bytes. */
+ * hook that sees it to the sock_*_length hook that counts its bytes, in the same system call. A
+ * per-CPU slot costs no lock; the thread and socket it names are checked when it is taken (a
+ * thread that migrated in between finds someone else's slot and takes nothing). */
 struct peer_stash {
-	__u64 owner; /* send_peer: socket cookie; recv_peer: socket address */
+	__u64 thread;  /* pid_tgid */
+	__u64 owner;   /* send: socket cookie; receive: socket address, 0 for UDP (any socket) */
+	__u32 len;     /* receive: bytes copied */
 	__u16 family;
 	__u16 port;
-	__u32 pad;
 	__u8 addr[16];
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
 	__type(value, struct peer_stash);
 } send_peer SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
 	__type(value, struct peer_stash);
 } recv_peer SEC(".maps");
 
@@ -69,20 +72,33 @@ static __always_inline bool btf_key(struct sock *sk, struct flow_key *k, bool *c
 	return true;
 }
 
-/* Takes the peer this thread stashed for the socket (named by its address or its cookie). */
-static __always_inline bool take_peer(void *map, struct sock *sk, struct flow_key *k)
+/* Takes the peer this thread stashed for this send (socket named by its cookie). */
+static __always_inline bool take_send_peer(struct sock *sk, struct flow_key *k)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct peer_stash *p = bpf_map_lookup_elem(map, &id);
-	if (!p)
+	__u32 zero = 0;
+	struct peer_stash *p = bpf_map_lookup_elem(&send_peer, &zero);
+	if (!p || p->thread != bpf_get_current_pid_tgid() || p->owner != bpf_get_socket_cookie(sk))
 		return false;
-	bool mine = p->owner == (__u64)sk || p->owner == bpf_get_socket_cookie(sk);
-	if (mine) {
-		__builtin_memcpy(k->raddr, p->addr, 16);
-		k->rport = p->port;
-	}
-	bpf_map_delete_elem(map, &id);
-	return mine;
+	__builtin_memcpy(k->raddr, p->addr, 16);
+	k->rport = p->port;
+	p->thread = 0;
+	return true;
+}
+
+/* Takes the source this thread stashed for the datagram of `len` bytes it received on `sk`. */
+static __always_inline bool take_recv_peer(struct sock *sk, __u32 len, struct flow_key *k)
+{
+	__u32 zero = 0;
+	struct peer_stash *p = bpf_map_lookup_elem(&recv_peer, &zero);
+	if (!p || p->thread != bpf_get_current_pid_tgid() || (p->len != 0 && p->len != len) ||
+	    p->family != k->family)
+		return false;
+	if (p->owner != (__u64)sk && p->owner != bpf_get_socket_cookie(sk))
+		return false;
+	__builtin_memcpy(k->raddr, p->addr, 16);
+	k->rport = p->port;
+	p->thread = 0;
+	return true;
 }
 
 /* The destination of sendto()/sendmsg() on an unconnected socket, from the syscall's arguments. */
@@ -116,7 +132,7 @@ int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
 	bool connected;
 	if (ret <= 0 || !btf_key(sk, &k, &connected))
 		return 0;
-	if (!connected && !take_peer(&send_peer, sk, &k))
+	if (!connected && !take_send_peer(sk, &k))
 		peer_of_send_syscall(&k);
 	account(sk, &k, true, ret, 1);
 	return 0;
@@ -130,7 +146,7 @@ int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 	if (ret <= 0 || (flags & MSG_PEEK) || !btf_key(sk, &k, &connected))
 		return 0;
 	if (!connected)
-		take_peer(&recv_peer, sk, &k);
+		take_recv_peer(sk, ret, &k);
 	struct flow_val *v = account(sk, &k, false, ret, 1);
 	if (v && k.family != AF_PACKET && sk->sk_protocol == IPPROTO_TCP)
 		v->tcp_consumed = tcp_consumed(sk);
@@ -138,49 +154,50 @@ int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 }
 
 /* ICMP and raw datagrams copied to user space pass here before sock_recv_length counts them: keep
- * the source when the socket itself has no peer. (UDP skbs carry no socket here; UDP peers come
- * from the cgroup recvmsg hooks below.) */
+ * the source for the count. TCP is left at once; UDP copies most datagrams without passing here,
+ * so UDP sources come from the cgroup recvmsg hooks below. */
 SEC("tp_btf/skb_copy_datagram_iovec")
 int BPF_PROG(tp_skb_copy_datagram_iovec, const struct sk_buff *skb, int len)
 {
 	struct sock *sk = skb->sk;
-	if (!sk || sk->sk_protocol == IPPROTO_TCP)
+	if (!sk || sk->sk_protocol == IPPROTO_TCP || sk->sk_protocol == IPPROTO_UDP)
 		return 0;
 	__u16 family = sk->__sk_common.skc_family;
-	if (family != AF_INET && family != AF_INET6)
-		return 0;
-	if (sk->__sk_common.skc_dport != 0)
+	if ((family != AF_INET && family != AF_INET6) || sk->__sk_common.skc_dport != 0)
 		return 0;
 	unsigned char *head = skb->head;
 	__u16 nh = skb->network_header;
-	__u16 th = skb->transport_header;
 	__u8 ip[40];
 	if (bpf_probe_read_kernel(ip, sizeof(ip), head + nh))
 		return 0;
-	struct peer_stash p = {.owner = (__u64)sk, .family = family};
+	__u32 zero = 0;
+	struct peer_stash *p = bpf_map_lookup_elem(&recv_peer, &zero);
+	if (!p)
+		return 0;
 	__u8 version = ip[0] >> 4;
+	__builtin_memset(p->addr, 0, sizeof(p->addr));
 	if (version == 4) {
+		/* On a dual-stack socket an IPv4 source is shown v4-mapped; both forms are kept
+		 * apart by family when taken. */
 		if (family == AF_INET6) {
-			/* An IPv4 datagram on a dual-stack socket: the peer is v4-mapped. */
-			p.addr[10] = 0xff;
-			p.addr[11] = 0xff;
-			__builtin_memcpy(p.addr + 12, ip + 12, 4);
+			p->addr[10] = 0xff;
+			p->addr[11] = 0xff;
+			__builtin_memcpy(p->addr + 12, ip + 12, 4);
 		} else {
-			__builtin_memcpy(p.addr, ip + 12, 4);
+			__builtin_memcpy(p->addr, ip + 12, 4);
+			family = AF_INET;
 		}
 	} else if (version == 6) {
-		__builtin_memcpy(p.addr, ip + 8, 16);
+		__builtin_memcpy(p->addr, ip + 8, 16);
+		family = AF_INET6;
 	} else {
 		return 0;
 	}
-	if (sk->sk_protocol == IPPROTO_UDP) {
-		__be16 sport = 0;
-		bpf_probe_read_kernel(&sport, sizeof(sport), head + th);
-		p.port = bpf_ntohs(sport);
-	}
-	__u64 id = bpf_get_current_pid_tgid();
-	if (bpf_map_update_elem(&recv_peer, &id, &p, BPF_ANY))
-		stat_add(STAT_PENDING_MAP_FULL, 1);
+	p->port = 0;
+	p->family = family;
+	p->len = len;
+	p->owner = (__u64)sk;
+	p->thread = bpf_get_current_pid_tgid();
 	return 0;
 }
 
@@ -188,20 +205,24 @@ int BPF_PROG(tp_skb_copy_datagram_iovec, const struct sk_buff *skb, int len)
  * recvmmsg() included): the address the program gave, or will be given. */
 static __always_inline int stash_udp(void *map, struct bpf_sock_addr *ctx, bool v6)
 {
-	struct peer_stash p = {.owner = bpf_get_socket_cookie(ctx)};
+	__u32 zero = 0;
+	struct peer_stash *p = bpf_map_lookup_elem(map, &zero);
+	if (!p)
+		return 1;
 	if (v6) {
-		p.family = AF_INET6;
+		p->family = AF_INET6;
 		__u32 a[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
-		__builtin_memcpy(p.addr, a, 16);
+		__builtin_memcpy(p->addr, a, 16);
 	} else {
-		p.family = AF_INET;
+		p->family = AF_INET;
+		__builtin_memset(p->addr, 0, sizeof(p->addr));
 		__u32 a = ctx->user_ip4;
-		__builtin_memcpy(p.addr, &a, 4);
+		__builtin_memcpy(p->addr, &a, 4);
 	}
-	p.port = bpf_ntohs((__u16)ctx->user_port);
-	__u64 id = bpf_get_current_pid_tgid();
-	if (bpf_map_update_elem(map, &id, &p, BPF_ANY))
-		stat_add(STAT_PENDING_MAP_FULL, 1);
+	p->port = bpf_ntohs((__u16)ctx->user_port);
+	p->len = 0;
+	p->owner = bpf_get_socket_cookie(ctx);
+	p->thread = bpf_get_current_pid_tgid();
 	return 1; /* never refuse the datagram */
 }
 

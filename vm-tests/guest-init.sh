@@ -120,6 +120,37 @@ check() { # set mode db name pick family protocol
 	fi
 }
 
+# waits up to $2 tenths of a second for a line in exe.log; prints the tenths waited, or fails.
+wait_line() { # exe.log needle tenths
+	t=0
+	while [ $t -lt "$3" ]; do
+		grep -qF "$2" "$1" 2>/dev/null && { echo $t; return 0; }
+		sleep 0.1
+		t=$((t + 1))
+	done
+	return 1
+}
+
+# An executable the daemon holds open is modified in place (fanotify): reported, and how fast.
+modified_case() { # set mode root
+	log=$3/var/log/picosnitch/exe.log
+	mod=/tmp/tg/$1/modified
+	cp /bin/trafficgen "$mod"
+	"$mod" tcp-up --bytes 100 </dev/null >/dev/null 2>&1
+	if ! wait_line "$log" "$mod (new name, exe)" 100 >/dev/null; then
+		result "$1" "$2" fanotify - - - - 0 FAIL "the new program was not reported"
+		return
+	fi
+	printf 'modified' >>"$mod"
+	sha=$(sha256sum "$mod" | cut -c1-16)
+	if t=$(wait_line "$log" "$sha $mod (modified on disk)" 50); then
+		result "$1" "$2" fanotify - - - - 0 PASS "reported after $((t * 100)) ms"
+	else
+		show "EXELOG $1" "$log"
+		result "$1" "$2" fanotify - - - - 0 FAIL "no modification reported within 5 s"
+	fi
+}
+
 # One daemon run with one hook set: start, every case, SIGTERM, checks.
 run_set() { # set mode
 	set_=$1 mode=$2
@@ -159,6 +190,7 @@ run_set() { # set mode
 		# BPF program runs the kernel skipped while this case ran.
 		echo $(($(misses) - m0)) >"/tmp/tg/$set_/$name.misses"
 	done
+	modified_case "$set_" "$mode" "$root"
 	# Runs the kernel skipped because a BPF program was already running on that CPU.
 	bpfstat >/tmp/bpfstat.txt 2>&1
 	show "BPFSTAT $set_" /tmp/bpfstat.txt

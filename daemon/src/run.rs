@@ -49,7 +49,12 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     let cfg = loaded.config;
     let opts = Options {
         totals_capacity: cfg.monitoring.conn_map_max_entries,
-        ring_bytes: cfg.monitoring.perf_ring_buffer_pages.saturating_mul(4096),
+        // picosnitch's setting is pages per CPU; the ring buffer is shared by all CPUs.
+        ring_bytes: cfg
+            .monitoring
+            .perf_ring_buffer_pages
+            .saturating_mul(4096)
+            .saturating_mul(std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
         hook_set: cfg.monitoring.only_hook_set(),
     };
     let collector = match Collector::start(&opts) {

@@ -81,3 +81,45 @@ fn new_programs_and_changed_binaries_are_reported() {
     let rows = rows_for_exe(&stopped.db, &exe);
     assert!(rows.iter().any(|r| r.sha256 == renamed_sha), "{rows:?}");
 }
+
+#[test]
+fn hard_links_keep_their_names_and_a_deleted_binary_keeps_its_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen = trafficgen();
+    let a = copy_exe(&gen, dir.path(), "tg-link-a");
+    let b = dir.path().join("tg-link-b");
+    std::fs::hard_link(&a, &b).unwrap();
+    let gone = copy_exe(&gen, dir.path(), "tg-deleted");
+    let sha = sha256sum(&a);
+    let gone_sha = sha256sum(&gone);
+    let daemon = Daemon::start("[database]\nwrite_limit_seconds = 1\n");
+    run_json(Command::new(&a).args(["tcp-up", "--bytes", "111"]));
+    run_json(Command::new(&b).args(["tcp-up", "--bytes", "222"]));
+    // Deleted while it runs: still hashed from the open file, still named by its path.
+    let mut slow = Command::new(&gone)
+        .args(["drip", "--count", "4", "--interval-ms", "300"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(&gone).unwrap();
+    assert!(slow.wait().unwrap().success());
+    let stopped = daemon.stop();
+    for (exe, bytes) in [(&a, 111), (&b, 222)] {
+        let rows = rows_for_exe(&stopped.db, exe);
+        // Client and server are both this link: what one sent, the other received.
+        assert_eq!(
+            sum(&rows.iter().collect::<Vec<_>>()),
+            (bytes, bytes),
+            "{exe:?}: {rows:?}"
+        );
+        assert!(rows.iter().all(|r| r.sha256 == sha), "{rows:?}");
+    }
+    let rows = rows_for_exe(&stopped.db, &gone);
+    assert!(
+        !rows.is_empty(),
+        "rows of the deleted binary keep its path:\n{}",
+        stopped.log
+    );
+    assert!(rows.iter().all(|r| r.sha256 == gone_sha), "{rows:?}");
+}

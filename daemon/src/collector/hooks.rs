@@ -51,7 +51,8 @@ pub const TRAFFIC: [HookSet; 3] = [
             Attach::BtfTp("tp_skb_copy_datagram_iovec", "skb_copy_datagram_iovec"),
             Attach::BtfTp("tp_tcp_rcv_space_adjust", "tcp_rcv_space_adjust"),
         ],
-        // Without them, the peers of datagrams on unconnected UDP sockets are unknown.
+        // Without them, the peers of datagrams on unconnected UDP sockets are found only for
+        // sendto()/sendmsg().
         optional: &[
             Attach::CgroupSockAddr("cg_sendmsg4"),
             Attach::CgroupSockAddr("cg_sendmsg6"),

@@ -87,12 +87,12 @@ impl ExeCache {
         self.key(a) == self.key(b)
     }
 
-    /// Keeps an opened executable unless one with the same key is cached; returns the cached path.
-    pub fn insert(&self, opened: OpenedExe) -> String {
+    /// Keeps an opened executable unless one with the same key is cached.
+    pub fn insert(&self, opened: OpenedExe) {
         let key = self.key(opened.id);
         let mut open = self.open.lock().expect("exe cache lock");
-        if let Some(c) = open.get(&key) {
-            return c.path.clone();
+        if open.get(&key).is_some() {
+            return;
         }
         let path = opened.path.clone();
         if let Some(w) = &self.watcher {
@@ -107,7 +107,6 @@ impl ExeCache {
                 path: opened.path,
             }),
         );
-        path
     }
 
     pub fn get(&self, id: FileId) -> Option<Arc<CachedExe>> {

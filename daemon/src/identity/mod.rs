@@ -176,6 +176,39 @@ impl Identity {
                 ..Default::default()
             });
         }
+        if let Some(cached) = self.cache.get(kexe) {
+            // A binary already held open: only what belongs to this process is read. The path is
+            // the one this process was started by (hard links keep their names) when it still
+            // names the same file.
+            let names_it =
+                |p: &String| procfs::file_id(p).is_ok_and(|id| self.cache.same_file(id, kexe));
+            let exe = procfs::exe_path(tgid)
+                .ok()
+                .filter(names_it)
+                .or_else(|| {
+                    hint.filter(|h| h.starts_with('/'))
+                        .map(str::to_string)
+                        .filter(names_it)
+                })
+                .unwrap_or_else(|| cached.path.clone());
+            // A process that already exited has no command line left to read: not a failure.
+            let cmdline = procfs::cmdline(tgid).unwrap_or_else(|e| {
+                if e.kind() != std::io::ErrorKind::NotFound && e.raw_os_error() != Some(libc::ESRCH)
+                {
+                    self.counters
+                        .cmdline_unreadable
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                String::new()
+            });
+            return Arc::new(ProcRef {
+                file: kexe,
+                exe,
+                name,
+                cmdline,
+                error: None,
+            });
+        }
         let live = procfs::open_exe(tgid).ok().filter(|o| {
             let same_file = self.cache.same_file(o.id, kexe);
             let same_start = ticks == 0 || procfs::start_ticks(tgid).ok() == Some(ticks);
@@ -192,22 +225,14 @@ impl Identity {
                     .fetch_add(1, Ordering::Relaxed);
                 String::new()
             });
-            let exe = self.cache.insert(opened);
+            // The path this process was started by: hard links of one binary keep their names.
+            let exe = opened.path.clone();
+            self.cache.insert(opened);
             return Arc::new(ProcRef {
                 file: kexe,
                 exe,
                 name,
                 cmdline,
-                error: None,
-            });
-        }
-        if let Some(cached) = self.cache.get(kexe) {
-            // Same inode as an executable we hold open: the binary is known, the command line is not.
-            return Arc::new(ProcRef {
-                file: kexe,
-                exe: cached.path.clone(),
-                name,
-                cmdline: String::new(),
                 error: None,
             });
         }
@@ -217,7 +242,8 @@ impl Identity {
             .and_then(|h| procfs::open_path(h).ok())
             .filter(|o| self.cache.same_file(o.id, kexe));
         if let Some(opened) = by_name {
-            let exe = self.cache.insert(opened);
+            let exe = opened.path.clone();
+            self.cache.insert(opened);
             return Arc::new(ProcRef {
                 file: kexe,
                 exe,

@@ -60,6 +60,22 @@ pub fn open_path(path: &str) -> io::Result<OpenedExe> {
     })
 }
 
+/// The path /proc/PID/exe names (without a " (deleted)" suffix).
+pub fn exe_path(pid: u32) -> io::Result<String> {
+    let target = std::fs::read_link(format!("/proc/{pid}/exe"))?;
+    let path = target.to_string_lossy();
+    Ok(path.strip_suffix(" (deleted)").unwrap_or(&path).to_string())
+}
+
+/// The (dev, ino) of a path.
+pub fn file_id(path: &str) -> io::Result<FileId> {
+    let m = std::fs::metadata(path)?;
+    Ok(FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+    })
+}
+
 /// The command line with NUL separators turned into spaces; empty for kernel threads.
 pub fn cmdline(pid: u32) -> io::Result<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline"))?;
