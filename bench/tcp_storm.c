@@ -7,21 +7,11 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "bench.h"
 
 #define PAYLOAD 100
 
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
-static void die(const char *what)
-{
-	perror(what);
-	exit(1);
-}
 
 int main(int argc, char **argv)
 {
