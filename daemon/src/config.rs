@@ -51,11 +51,27 @@ impl Default for Monitoring {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Desktop {
+    /// Desktop notifications to logged-in users; exe.log and the log always get the decisions.
+    pub notifications: bool,
+}
+
+impl Default for Desktop {
+    fn default() -> Self {
+        Desktop {
+            notifications: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Config {
     pub database: Database,
     pub monitoring: Monitoring,
+    pub desktop: Desktop,
 }
 
 /// Sections and keys this version understands; anything else is reported as unknown.
@@ -232,8 +248,11 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let l = load_str("[database]\nwrite_limit_seconds = 2\n").unwrap();
+        let l = load_str("[database]\nwrite_limit_seconds = 2\n[desktop]\nnotifications = false\n")
+            .unwrap();
         assert_eq!(l.config.database.write_limit_seconds, 2);
+        assert!(!l.config.desktop.notifications);
+        assert!(Config::default().desktop.notifications);
         assert_eq!(l.config.database.retention_days, 30);
         assert!(l.warnings.is_empty());
     }

@@ -120,9 +120,13 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     };
     let identity = Identity::with_cache(cache);
     let mut notifier = Notifier::new(ExeLog::new(paths.exe_log.clone()));
-    match crate::notify::desktop::Desktop::spawn(crate::notify::desktop::Throttle::default()) {
-        Ok(desktop) => notifier = notifier.with_desktop(desktop),
-        Err(e) => tracing::warn!("desktop notifications are off: cannot start their thread: {e}"),
+    if cfg.desktop.notifications {
+        match crate::notify::desktop::Desktop::spawn(crate::notify::desktop::Throttle::default()) {
+            Ok(desktop) => notifier = notifier.with_desktop(desktop),
+            Err(e) => {
+                tracing::warn!("desktop notifications are off: cannot start their thread: {e}")
+            }
+        }
     }
     let db = store.path().display().to_string();
     let sink = match Sink::start(
