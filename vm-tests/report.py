@@ -26,8 +26,8 @@ def read(log):
                 rest = line[i:]
                 f_ = fields(rest)
                 if tag == "RESULT ":
-                    verdict = "PASS" if re.search(r"\sPASS$", rest) else "FAIL"
-                    why = re.search(r"FAIL \((.*)\)$", rest)
+                    verdict = "PASS" if re.search(r"\sPASS( \(.*\))?$", rest) else "FAIL"
+                    why = re.search(r"(?:FAIL|PASS) \((.*)\)$", rest)
                     f_["verdict"] = verdict
                     f_["why"] = why.group(1) if why else ""
                     out["results"].append(f_)
