@@ -66,7 +66,7 @@ struct proc_event {
 enum stat_index {
 	STAT_PROC_RINGBUF_FULL = 0, /* process event dropped: ring buffer full */
 	STAT_TOTALS_MAP_FULL = 1,   /* traffic not counted: totals map full */
-	STAT_PENDING_MAP_FULL = 2,  /* unconnected receive whose peer could not be held */
+	STAT_PENDING_MAP_FULL = 2,  /* reserved: peer hand-over uses per-CPU slots, which cannot fill */
 	STAT_PEER_UNREADABLE = 3,   /* peer address of an unconnected socket could not be read */
 	STAT_SEND_CALLS = 4,
 	STAT_RECV_CALLS = 5,

@@ -191,16 +191,7 @@ impl Identity {
                         .filter(names_it)
                 })
                 .unwrap_or_else(|| cached.path.clone());
-            // A process that already exited has no command line left to read: not a failure.
-            let cmdline = procfs::cmdline(tgid).unwrap_or_else(|e| {
-                if e.kind() != std::io::ErrorKind::NotFound && e.raw_os_error() != Some(libc::ESRCH)
-                {
-                    self.counters
-                        .cmdline_unreadable
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                String::new()
-            });
+            let cmdline = self.cmdline(tgid);
             return Arc::new(ProcRef {
                 file: kexe,
                 exe,
@@ -219,12 +210,7 @@ impl Identity {
             same_file && same_start
         });
         if let Some(opened) = live {
-            let cmdline = procfs::cmdline(tgid).unwrap_or_else(|_| {
-                self.counters
-                    .cmdline_unreadable
-                    .fetch_add(1, Ordering::Relaxed);
-                String::new()
-            });
+            let cmdline = self.cmdline(tgid);
             // The path this process was started by: hard links of one binary keep their names.
             let exe = opened.path.clone();
             self.cache.insert(opened);
@@ -262,6 +248,19 @@ impl Identity {
             name,
             cmdline: String::new(),
             error: Some("exited before its executable could be opened"),
+        })
+    }
+
+    /// The command line of a process; empty when it cannot be read. A process that already exited
+    /// has none left to read, which is not counted as a failure.
+    fn cmdline(&self, tgid: u32) -> String {
+        procfs::cmdline(tgid).unwrap_or_else(|e| {
+            if e.kind() != std::io::ErrorKind::NotFound && e.raw_os_error() != Some(libc::ESRCH) {
+                self.counters
+                    .cmdline_unreadable
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            String::new()
         })
     }
 
