@@ -107,6 +107,7 @@ static __always_inline void fill_meta(struct sock *sk, struct flow_key *k, struc
 		task_exe(gparent, &v->gpexe_ino, &v->gpexe_dev);
 	}
 	v->uid = (__u32)bpf_get_current_uid_gid();
+	v->cgroup_id = bpf_get_current_cgroup_id();
 	v->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	v->protocol = BPF_CORE_READ(sk, sk_protocol);
 	v->lport = BPF_CORE_READ(sk, __sk_common.skc_num);

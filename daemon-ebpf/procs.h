@@ -30,6 +30,7 @@ static __always_inline void emit_proc(__u32 kind, struct task_struct *t, __u32 p
 	e->gppid = 0;
 	e->gpexe_dev = 0;
 	e->pad2 = 0;
+	e->cgroup_id = bpf_get_current_cgroup_id();
 	if (path)
 		bpf_probe_read_kernel_str(e->path, sizeof(e->path), path);
 	if (kind == PROC_EXEC) {

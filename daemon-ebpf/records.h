@@ -34,6 +34,7 @@ struct flow_val {
 	__u8 laddr[16];
 	char comm[16];
 	__u64 tcp_consumed; /* TCP bytes this process's readers had consumed, for splice() */
+	__u64 cgroup_id;    /* cgroup v2 id (inode of its directory): the container or unit */
 };
 
 enum proc_event_kind {
@@ -60,6 +61,7 @@ struct proc_event {
 	__u32 gppid;
 	__u32 gpexe_dev;
 	__u32 pad2;
+	__u64 cgroup_id; /* cgroup v2 id of the task */
 };
 
 /* Indices of the per-CPU loss and activity counters. */

@@ -51,6 +51,8 @@ pub struct FlowDelta {
     pub laddr: Option<IpAddr>,
     pub raddr: Option<IpAddr>,
     pub netns: u32,
+    /// cgroup v2 id of the process (identity::container turns it into a container name).
+    pub cgroup: u64,
     pub send: u64,
     pub recv: u64,
     pub events: u64,
@@ -68,6 +70,7 @@ pub enum ProcEvent {
         comm: String,
         /// The file name given to execve; a hint, verified against `exe` before use.
         path: String,
+        cgroup: u64,
         parent: KernelProc,
         grandparent: KernelProc,
     },
@@ -109,6 +112,8 @@ pub struct RowKey {
     pub raddr: String,
     pub domain: String,
     pub netns: u32,
+    /// Container or system unit the process ran in (`podman:ID`, `unit:NAME`, …); empty: host.
+    pub container: String,
 }
 
 /// One row of the `connections` table: a key and its sums over a write window.

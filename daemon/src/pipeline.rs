@@ -21,7 +21,7 @@ pub struct Pipeline {
     window: Window,
     sink: Sink,
     last_stats: [u64; STAT_NAMES.len()],
-    last_ident: [u64; 2],
+    last_ident: [u64; 3],
     last_capacity_warning: Option<Instant>,
     watcher: Option<Arc<Watcher>>,
     every_exe: bool,
@@ -43,7 +43,7 @@ impl Pipeline {
             window: Window::default(),
             sink,
             last_stats: [0; STAT_NAMES.len()],
-            last_ident: [0; 2],
+            last_ident: [0; 3],
             last_capacity_warning: None,
             watcher,
             every_exe: false,
@@ -74,6 +74,7 @@ impl Pipeline {
             comm,
             parent,
             grandparent,
+            cgroup,
             ..
         } = ev
         else {
@@ -94,6 +95,7 @@ impl Pipeline {
             raddr: String::new(),
             domain: String::new(),
             netns: 0,
+            container: self.identity.container(*cgroup, *tgid),
         };
         self.window.add(now_unix(), key, 0, 0, 1);
     }
@@ -118,6 +120,7 @@ impl Pipeline {
             raddr: addr(d.raddr),
             domain: String::new(),
             netns: d.netns,
+            container: self.identity.container(d.cgroup, d.tgid),
         };
         self.window.add(now, key, d.send, d.recv, d.events);
     }
@@ -177,8 +180,13 @@ impl Pipeline {
         let ident = [
             c.exe_unavailable.load(Ordering::Relaxed),
             c.cmdline_unreadable.load(Ordering::Relaxed),
+            c.container_unresolved.load(Ordering::Relaxed),
         ];
-        let names = ["exe_unavailable", "cmdline_unreadable"];
+        let names = [
+            "exe_unavailable",
+            "cmdline_unreadable",
+            "container_unresolved",
+        ];
         for i in 0..ident.len() {
             let grew = ident[i].saturating_sub(self.last_ident[i]);
             if grew > 0 {

@@ -20,6 +20,7 @@ pub struct WinKey {
     pub raddr: String,
     pub domain: String,
     pub netns: u32,
+    pub container: Arc<str>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -96,6 +97,7 @@ impl Closed {
                 raddr: k.raddr,
                 domain: k.domain,
                 netns: k.netns,
+                container: k.container.to_string(),
             };
             // Two references can name the same executable once hashed: merge them.
             let m = merged.entry(key).or_default();
@@ -139,6 +141,7 @@ mod tests {
             raddr: String::new(),
             domain: String::new(),
             netns: 0,
+            container: Arc::from(""),
         }
     }
 

@@ -38,6 +38,7 @@ pub struct FlowVal {
     pub laddr: [u8; 16],
     pub comm: [u8; 16],
     pub tcp_consumed: u64,
+    pub cgroup_id: u64,
 }
 
 #[repr(C)]
@@ -59,6 +60,7 @@ pub struct RawProcEvent {
     pub gppid: u32,
     pub gpexe_dev: u32,
     pub pad2: u32,
+    pub cgroup_id: u64,
 }
 
 impl Default for RawProcEvent {
@@ -132,6 +134,7 @@ pub fn flow_delta(k: &FlowKey, v: &FlowVal, send: u64, recv: u64, events: u64) -
         laddr: addr_of(k.family, &v.laddr, false),
         raddr: addr_of(k.family, &k.raddr, true),
         netns: v.netns,
+        cgroup: v.cgroup_id,
         send,
         recv,
         events,
@@ -155,6 +158,7 @@ pub fn proc_event(bytes: &[u8]) -> Option<ProcEvent> {
             exe,
             comm: comm_str(&e.comm),
             path: comm_str(&e.path),
+            cgroup: e.cgroup_id,
             parent: KernelProc {
                 tgid: e.ppid,
                 exe: FileId::from_kernel(e.pexe_dev, e.pexe_ino),
@@ -182,8 +186,8 @@ mod tests {
     #[test]
     fn layouts_match_records_h() {
         assert_eq!(std::mem::size_of::<FlowKey>(), 32);
-        assert_eq!(std::mem::size_of::<FlowVal>(), 136);
-        assert_eq!(std::mem::size_of::<RawProcEvent>(), 344);
+        assert_eq!(std::mem::size_of::<FlowVal>(), 144);
+        assert_eq!(std::mem::size_of::<RawProcEvent>(), 352);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! identity: pid → executable. Opens /proc/PID/exe as soon as a process is seen, checks it against
 //! the (dev, ino) the kernel reported, and keeps the fd so the binary can be hashed even after exit.
+pub mod container;
 pub mod exe_cache;
 pub mod fanotify;
 pub mod procfs;
@@ -33,6 +34,8 @@ pub struct Counters {
     pub exe_mismatch: AtomicU64,
     /// Command lines that could not be read.
     pub cmdline_unreadable: AtomicU64,
+    /// cgroups removed before their container could be named (rows are stored as the host's).
+    pub container_unresolved: AtomicU64,
 }
 
 struct Entry {
@@ -47,6 +50,7 @@ pub struct Identity {
     exited: HashSet<u32>,
     exiting: HashSet<u32>,
     pub cache: ExeCache,
+    containers: container::Containers,
     pub counters: Arc<Counters>,
 }
 
@@ -57,6 +61,7 @@ impl Identity {
             exited: HashSet::new(),
             exiting: HashSet::new(),
             cache,
+            containers: container::Containers::new(container::cgroup2_root()),
             counters: Arc::new(Counters::default()),
         }
     }
@@ -111,6 +116,18 @@ impl Identity {
                 self.exiting.insert(*tgid);
             }
         }
+    }
+
+    /// The container (or system unit) of cgroup `id`, which process `tgid` was in; empty: host.
+    pub fn container(&mut self, id: u64, tgid: u32) -> Arc<str> {
+        let before = self.containers.unresolved;
+        let name = self.containers.name(id, tgid);
+        if self.containers.unresolved != before {
+            self.counters
+                .container_unresolved
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        name
     }
 
     /// Forgets processes that exited before the previous drain (their traffic is all counted).

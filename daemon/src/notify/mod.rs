@@ -3,6 +3,7 @@
 pub mod desktop;
 pub mod exelog;
 
+use crate::identity::container::has_own_files;
 use crate::model::{ExeIdent, Row};
 use crate::store::{Novelty, Store};
 use exelog::{local_time, ExeLog};
@@ -99,16 +100,23 @@ impl Notifier {
 
     /// Records every executable level of a written window and returns what was new.
     pub fn on_rows(&mut self, store: &mut Store, rows: &[Row], now: i64) -> Vec<Decision> {
-        let mut seen: HashSet<(u8, Arc<ExeIdent>)> = HashSet::new();
+        let mut seen: HashSet<(u8, Arc<ExeIdent>, &str)> = HashSet::new();
         let mut out = Vec::new();
         for row in rows {
             let k = &row.key;
             let levels = [(0u8, &k.exe), (1, &k.parent), (2, &k.grandparent)];
+            // A container has its own files: its executables are known separately from the
+            // host's. A system unit shares the host's.
+            let files = if has_own_files(&k.container) {
+                k.container.as_str()
+            } else {
+                ""
+            };
             for (level, ident) in levels {
-                if !seen.insert((level, ident.clone())) {
+                if !seen.insert((level, ident.clone(), files)) {
                     continue;
                 }
-                let novelty = match store.observe("", level, ident, now) {
+                let novelty = match store.observe(files, level, ident, now) {
                     Ok(n) => n,
                     Err(e) => {
                         tracing::error!("cannot record a known executable: {e}");
@@ -128,7 +136,7 @@ impl Notifier {
                     } else {
                         String::new()
                     },
-                    container: String::new(),
+                    container: k.container.clone(),
                 };
                 let Novelty {
                     new_exe,
@@ -144,7 +152,7 @@ impl Notifier {
                 if new_hash {
                     let mut d = decide(Kind::NewHash);
                     d.previous_sha256 = store
-                        .known_hashes("", &ident.exe)
+                        .known_hashes(files, &ident.exe)
                         .ok()
                         .and_then(|h| h.into_iter().find(|h| *h != ident.sha256));
                     out.push(d);

@@ -21,6 +21,7 @@ pub struct StoredRow {
     pub raddr: String,
     pub domain: String,
     pub netns: u32,
+    pub container: String,
     /// Counters as stored: values above `i64::MAX` were saturated on write.
     pub send: u64,
     pub recv: u64,
@@ -41,7 +42,8 @@ SELECT c.contime, c.send, c.recv, c.events,
        COALESCE(p.exe, ''), COALESCE(p.name, ''), COALESCE(p.cmdline, ''), COALESCE(p.sha256, ''),
        COALESCE(g.exe, ''), COALESCE(g.name, ''), COALESCE(g.cmdline, ''), COALESCE(g.sha256, ''),
        c.uid, c.family, c.protocol, c.lport, c.rport,
-       COALESCE(la.addr, ''), COALESCE(ra.addr, ''), COALESCE(d.domain, ''), c.netns
+       COALESCE(la.addr, ''), COALESCE(ra.addr, ''), COALESCE(d.domain, ''), c.netns,
+       COALESCE(ct.container, '')
 FROM connections AS c
 LEFT JOIN executables AS e ON e.id = c.exe_id
 LEFT JOIN executables AS p ON p.id = c.pexe_id
@@ -49,6 +51,7 @@ LEFT JOIN executables AS g ON g.id = c.gpexe_id
 LEFT JOIN addresses AS la ON la.id = c.laddr_id
 LEFT JOIN addresses AS ra ON ra.id = c.raddr_id
 LEFT JOIN domains AS d ON d.id = c.domain_id
+LEFT JOIN containers AS ct ON ct.id = c.container_id
 ORDER BY c.rowid";
 
 fn exe_at(r: &SqlRow<'_>, first: usize) -> rusqlite::Result<ExeIdent> {
@@ -78,6 +81,7 @@ fn stored_row(r: &SqlRow<'_>) -> rusqlite::Result<StoredRow> {
         raddr: r.get(22)?,
         domain: r.get(23)?,
         netns: r.get(24)?,
+        container: r.get(25)?,
     })
 }
 

@@ -83,8 +83,19 @@ CREATE TABLE known_executables (
 ) STRICT;
 ";
 
+/// Schema version 3: the container (or system unit) a row's process ran in, from its cgroup, as
+/// a lookup table like the other text columns; 0 is the host.
+const V3: &str = "
+CREATE TABLE containers (
+    id INTEGER PRIMARY KEY,
+    container TEXT NOT NULL UNIQUE
+) STRICT;
+INSERT INTO containers (id, container) VALUES (0, '');
+ALTER TABLE connections ADD COLUMN container_id INTEGER NOT NULL DEFAULT 0;
+";
+
 /// All migrations, in order; append new ones at the end.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The `user_version` a fully migrated database has.
 pub fn schema_version() -> u32 {
@@ -151,8 +162,33 @@ mod tests {
             migrate(&mut conn, &path).expect("migrate"),
             schema_version()
         );
-        assert_eq!(user_version(&conn).expect("uv"), 2);
-        assert_eq!(schema_version(), 2);
+        assert_eq!(user_version(&conn).expect("uv"), 3);
+        assert_eq!(schema_version(), 3);
+    }
+
+    #[test]
+    fn version_2_rows_become_host_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m.db");
+        let mut conn = open(&path);
+        for (i, m) in MIGRATIONS[..2].iter().enumerate() {
+            conn.execute_batch(m).expect("old migration");
+            conn.pragma_update(None, "user_version", i + 1).expect("uv");
+        }
+        conn.execute(
+            "INSERT INTO connections VALUES (1, 2, 3, 1, 0, 0, 0, 0, 2, 6, 1, 2, 0, 0, 0, 9)",
+            [],
+        )
+        .expect("old row");
+        migrate(&mut conn, &path).expect("migrate");
+        let c: String = conn
+            .query_row(
+                "SELECT ct.container FROM connections c JOIN containers ct ON ct.id = c.container_id",
+                [],
+                |r| r.get(0),
+            )
+            .expect("joined row");
+        assert_eq!(c, "");
     }
 
     #[test]
@@ -190,6 +226,8 @@ mod tests {
             "connections",
             "losses",
             "meta",
+            "known_executables",
+            "containers",
         ] {
             let strict: i64 = conn
                 .query_row(

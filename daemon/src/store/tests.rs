@@ -36,6 +36,11 @@ fn row(contime: i64, exe: &str, raddr: &str, domain: &str) -> Row {
             raddr: raddr.to_owned(),
             domain: domain.to_owned(),
             netns: 4_026_531_840,
+            container: if domain.is_empty() {
+                String::new()
+            } else {
+                format!("podman:{}", "ab12".repeat(16))
+            },
         },
         send: 1200,
         recv: 34_000,
@@ -59,6 +64,7 @@ fn expected(r: &Row) -> StoredRow {
         raddr: k.raddr.clone(),
         domain: k.domain.clone(),
         netns: k.netns,
+        container: k.container.clone(),
         send: r.send.min(i64::MAX as u64),
         recv: r.recv.min(i64::MAX as u64),
         events: r.events.min(i64::MAX as u64),
@@ -137,7 +143,10 @@ fn reopen_is_idempotent_and_keeps_data() {
         ),
         1
     );
-    assert_eq!(count(store.conn(), "PRAGMA user_version"), 2);
+    assert_eq!(
+        count(store.conn(), "PRAGMA user_version"),
+        i64::from(super::schema::schema_version())
+    );
 }
 
 #[test]

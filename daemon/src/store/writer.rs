@@ -24,9 +24,12 @@ const INSERT_ADDR: &str = "INSERT OR IGNORE INTO addresses (addr) VALUES (?1)";
 const SELECT_ADDR: &str = "SELECT id FROM addresses WHERE addr = ?1";
 const INSERT_DOMAIN: &str = "INSERT OR IGNORE INTO domains (domain) VALUES (?1)";
 const SELECT_DOMAIN: &str = "SELECT id FROM domains WHERE domain = ?1";
+const INSERT_CONTAINER: &str = "INSERT OR IGNORE INTO containers (container) VALUES (?1)";
+const SELECT_CONTAINER: &str = "SELECT id FROM containers WHERE container = ?1";
 const INSERT_CONNECTION: &str = "INSERT INTO connections (contime, send, recv, events, exe_id, \
-     pexe_id, gpexe_id, uid, family, protocol, lport, rport, laddr_id, raddr_id, domain_id, netns) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+     pexe_id, gpexe_id, uid, family, protocol, lport, rport, laddr_id, raddr_id, domain_id, netns, \
+     container_id) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
 
 /// Lookup-table ids already known, so repeated values skip the INSERT/SELECT round trip.
 ///
@@ -77,6 +80,7 @@ struct Caches {
     exes: IdCache<ExeIdent>,
     addrs: IdCache<String>,
     domains: IdCache<String>,
+    containers: IdCache<String>,
 }
 
 impl Caches {
@@ -84,12 +88,14 @@ impl Caches {
         self.exes.commit();
         self.addrs.commit();
         self.domains.commit();
+        self.containers.commit();
     }
 
     fn rollback(&mut self) {
         self.exes.rollback();
         self.addrs.rollback();
         self.domains.rollback();
+        self.containers.rollback();
     }
 }
 
@@ -185,6 +191,7 @@ impl Store {
                 exes: IdCache::new(CACHE_CAP),
                 addrs: IdCache::new(CACHE_CAP),
                 domains: IdCache::new(CACHE_CAP),
+                containers: IdCache::new(CACHE_CAP),
             },
         })
     }
@@ -300,6 +307,13 @@ fn insert_rows(conn: &mut Connection, caches: &mut Caches, rows: &[Row]) -> rusq
             INSERT_DOMAIN,
             SELECT_DOMAIN,
         )?;
+        let container_id = intern_text(
+            &tx,
+            &mut caches.containers,
+            &k.container,
+            INSERT_CONTAINER,
+            SELECT_CONTAINER,
+        )?;
         tx.prepare_cached(INSERT_CONNECTION)?.execute(params![
             row.contime,
             to_i64(row.send),
@@ -317,6 +331,7 @@ fn insert_rows(conn: &mut Connection, caches: &mut Caches, rows: &[Row]) -> rusq
             raddr_id,
             domain_id,
             k.netns,
+            container_id,
         ])?;
     }
     tx.commit()
