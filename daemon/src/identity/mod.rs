@@ -74,8 +74,12 @@ impl Identity {
                 exe,
                 comm,
                 path,
+                cgroup,
                 ..
             } => {
+                // Named while the process lives: a short-lived container's cgroup is gone by the
+                // time its traffic is drained.
+                self.container(*cgroup, *tgid);
                 let ticks = procfs::ns_to_ticks(*start_ns);
                 let hint: Option<Arc<str>> = (!path.is_empty()).then(|| Arc::from(path.as_str()));
                 let p = self.open(*tgid, ticks, *exe, Some(comm), hint.as_deref());

@@ -181,6 +181,7 @@ pub struct DbRow {
     pub laddr: String,
     pub raddr: String,
     pub netns: i64,
+    pub container: String,
     pub send: i64,
     pub recv: i64,
     pub events: i64,
@@ -192,13 +193,15 @@ pub fn rows_for_exe(db: &Path, exe: &Path) -> Vec<DbRow> {
     let mut st = conn
         .prepare(
             "SELECT e.exe, e.name, e.cmdline, e.sha256, p.exe, p.sha256, g.exe, c.uid, c.family,
-                    c.protocol, c.lport, c.rport, la.addr, ra.addr, c.netns, c.send, c.recv, c.events
+                    c.protocol, c.lport, c.rport, la.addr, ra.addr, c.netns, c.send, c.recv, c.events,
+                    ct.container
              FROM connections c
              JOIN executables e ON e.id = c.exe_id
              JOIN executables p ON p.id = c.pexe_id
              JOIN executables g ON g.id = c.gpexe_id
              JOIN addresses la ON la.id = c.laddr_id
              JOIN addresses ra ON ra.id = c.raddr_id
+             JOIN containers ct ON ct.id = c.container_id
              WHERE e.exe = ?1",
         )
         .unwrap();
@@ -219,6 +222,7 @@ pub fn rows_for_exe(db: &Path, exe: &Path) -> Vec<DbRow> {
             laddr: r.get(12)?,
             raddr: r.get(13)?,
             netns: r.get(14)?,
+            container: r.get(18)?,
             send: r.get(15)?,
             recv: r.get(16)?,
             events: r.get(17)?,
