@@ -220,9 +220,11 @@ impl Pipeline {
         match w.read() {
             Ok(c) => {
                 if c.overflow {
-                    self.identity.cache.forget_all_hashes();
-                    tracing::error!("fanotify queue overflowed: every cached hash was invalidated");
+                    tracing::error!(
+                        "fanotify queue overflowed: every cached executable is rehashed"
+                    );
                     self.loss(now_unix(), "fanotify_overflow", 1);
+                    self.sink.send(Msg::RehashAll);
                 }
                 for id in c.modified {
                     self.sink.send(Msg::Modified(id));

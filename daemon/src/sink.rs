@@ -13,6 +13,8 @@ pub enum Msg {
     Window(Closed),
     /// A cached executable was written to: rehash it and report the change.
     Modified(FileId),
+    /// Write events were lost: rehash every cached executable and report those that changed.
+    RehashAll,
     Loss {
         contime: i64,
         source: String,
@@ -70,6 +72,19 @@ impl Sink {
                                 notifier.report(&d, now_unix());
                             }
                         }
+                        Ok(Msg::RehashAll) => {
+                            let ids = cache.ids();
+                            let changed: Vec<Decision> =
+                                ids.iter().filter_map(|&id| changed(&cache, id)).collect();
+                            tracing::info!(
+                                rehashed = ids.len(),
+                                changed = changed.len(),
+                                "rehashed every cached executable"
+                            );
+                            for d in changed {
+                                notifier.report(&d, now_unix());
+                            }
+                        }
                         Ok(Msg::Loss {
                             contime,
                             source,
@@ -118,6 +133,12 @@ impl Sink {
             let _ = h.join();
         }
     }
+}
+
+/// Rehashes a cached executable whose write events were lost; a decision when its hash changed.
+fn changed(cache: &ExeCache, id: FileId) -> Option<Decision> {
+    // Never hashed: nothing it could have changed from (its next row hashes it).
+    cache.hash_known(id).then(|| modified(cache, id)).flatten()
 }
 
 /// Rehashes a written-to executable; a decision when its content changed.

@@ -61,7 +61,15 @@ fn new_programs_and_changed_binaries_are_reported() {
         exe_log(&root)
     );
 
-    // Replaced by rename (a new inode): the next run is a new hash for a known executable.
+    // Replaced by rename (a new inode) while a process of the old binary still runs and
+    // connects (writing in place is refused while it runs: ETXTBSY). The running process keeps
+    // the old hash; the next run is a new hash for a known executable.
+    let mut running = Command::new(&exe)
+        .args(["drip", "--count", "4", "--interval-ms", "300"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
     let mut other = std::fs::read(&gen).unwrap();
     other.extend_from_slice(b"\0renamed");
     let tmp = dir.path().join("tg-integrity.new");
@@ -69,6 +77,7 @@ fn new_programs_and_changed_binaries_are_reported() {
     std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::rename(&tmp, &exe).unwrap();
     let renamed_sha = sha256sum(&exe);
+    let started = Instant::now();
     run_json(Command::new(&exe).args(["tcp-up", "--bytes", "100"]));
     let new_hash = format!("{} {exe_s} (new hash)", &renamed_sha[..16]);
     assert!(
@@ -76,10 +85,18 @@ fn new_programs_and_changed_binaries_are_reported() {
         "{}",
         exe_log(&root)
     );
+    // Reported with the window the traffic was written in (1 s here), not later.
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "new hash after {took:?}"
+    );
+    assert!(running.wait().unwrap().success());
     let stopped = daemon.stop();
-    // The rows carry the hash of the binary that ran.
+    // The rows carry the hash of the binary that ran: old and new side by side.
     let rows = rows_for_exe(&stopped.db, &exe);
     assert!(rows.iter().any(|r| r.sha256 == renamed_sha), "{rows:?}");
+    assert!(rows.iter().any(|r| r.sha256 == new_sha), "{rows:?}");
 }
 
 #[test]
@@ -122,4 +139,117 @@ fn hard_links_keep_their_names_and_a_deleted_binary_keeps_its_hash() {
         stopped.log
     );
     assert!(rows.iter().all(|r| r.sha256 == gone_sha), "{rows:?}");
+}
+
+#[test]
+fn a_renamed_process_keeps_its_program_name_and_raises_no_new_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = copy_exe(&trafficgen(), dir.path(), "tg-rename");
+    let exe_s = exe.to_string_lossy().into_owned();
+    let daemon = Daemon::start("[database]\nwrite_limit_seconds = 1\n");
+    let root = daemon.root.path().to_path_buf();
+    // The same program under a name it gave itself, once per run: thread-name floods come
+    // from exactly this.
+    for name in ["not-tg", "Socket Thread", "DNS Res~ver #3"] {
+        run_json(Command::new(&exe).args(["tcp-up", "--bytes", "50", "--rename", name]));
+    }
+    let line = format!("tg-rename {exe_s} (new name, exe)");
+    assert!(wait_for(&root, &line, Duration::from_secs(5)).is_some());
+    std::thread::sleep(Duration::from_millis(1500));
+    let stopped = daemon.stop();
+    let log = exe_log(&stopped.root.path().to_path_buf());
+    // One notice for the program itself (another names it as the server's parent); none for
+    // the names it gave itself.
+    let mine: Vec<&str> = log.lines().filter(|l| l.ends_with(&line)).collect();
+    assert_eq!(mine.len(), 1, "{log}");
+    for name in ["not-tg", "Socket Thread", "DNS Res"] {
+        assert!(!log.contains(name), "{log}");
+    }
+    let rows = rows_for_exe(&stopped.db, &exe);
+    assert_eq!(
+        sum(&rows.iter().collect::<Vec<_>>()),
+        (150, 150),
+        "{rows:?}"
+    );
+    assert!(rows.iter().all(|r| r.name == "tg-rename"), "{rows:?}");
+}
+
+/// Sets a fanotify sysctl for groups created until it is dropped.
+struct Sysctl {
+    path: &'static str,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(path: &'static str, value: &str) -> Sysctl {
+        let old = std::fs::read_to_string(path).unwrap();
+        std::fs::write(path, value).unwrap();
+        Sysctl { path, old }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path, self.old.trim());
+    }
+}
+
+#[test]
+fn fanotify_overflow_rehashes_every_cached_executable() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen = trafficgen();
+    let exes: Vec<_> = (0..12)
+        .map(|i| copy_exe(&gen, dir.path(), &format!("tg-ovf-{i}")))
+        .collect();
+    // A queue of 4 events for the daemon's fanotify group only.
+    let small = Sysctl::set("/proc/sys/fs/fanotify/max_queued_events", "4");
+    let daemon = Daemon::start("[database]\nwrite_limit_seconds = 1\n");
+    drop(small);
+    let root = daemon.root.path().to_path_buf();
+    for exe in &exes {
+        run_json(Command::new(exe).args(["tcp-up", "--bytes", "10"]));
+    }
+    for exe in &exes {
+        let line = format!(" {} (new name, exe)", exe.display());
+        assert!(
+            wait_for(&root, &line, Duration::from_secs(5)).is_some(),
+            "{}",
+            exe_log(&root)
+        );
+    }
+    // Twelve binaries written while the daemon cannot read: the queue overflows.
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(daemon.pid(), libc::SIGSTOP) };
+    let mut shas = Vec::new();
+    for exe in &exes {
+        let mut bytes = std::fs::read(exe).unwrap();
+        bytes.extend_from_slice(b"\0overflow");
+        std::fs::write(exe, &bytes).unwrap();
+        shas.push(sha256sum(exe));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(daemon.pid(), libc::SIGCONT) };
+    for (exe, sha) in exes.iter().zip(&shas) {
+        let line = format!("{} {} (modified on disk)", &sha[..16], exe.display());
+        assert!(
+            wait_for(&root, &line, Duration::from_secs(3)).is_some(),
+            "{line}\n{}",
+            exe_log(&root)
+        );
+    }
+    let stopped = daemon.stop();
+    assert!(
+        stopped.log.contains("fanotify queue overflowed"),
+        "{}",
+        stopped.log
+    );
+    let conn = rusqlite::Connection::open(&stopped.db).unwrap();
+    let lost: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM losses WHERE source = 'fanotify_overflow'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(lost >= 1);
 }

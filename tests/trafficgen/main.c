@@ -18,6 +18,7 @@
  * appear as "server_sent"/"server_received".
  */
 #include "trafficgen.h"
+#include <sys/prctl.h>
 
 #define MAX_DGRAM 65507
 
@@ -154,7 +155,8 @@ static void usage(FILE *f)
             "  --proto P          raw-proto IP protocol (253)\n"
             "  --ifname IF        packet interface (lo)\n"
             "  --ethertype E      packet ethertype (0x88b5)\n"
-            "  --mode M           serve-tcp / serve-udp mode (echo)\n");
+            "  --mode M           serve-tcp / serve-udp mode (echo)\n"
+            "  --rename NAME      prctl(PR_SET_NAME) before running\n");
 }
 
 static long long parse_num(const char *s, long long min, long long max, const char *name)
@@ -204,6 +206,7 @@ static void parse_args(int argc, char **argv, struct opts *o, const struct case_
         else if (!strcmp(a, "--addr")) o->addr = v;
         else if (!strcmp(a, "--ifname")) o->ifname = v;
         else if (!strcmp(a, "--mode")) o->mode = v;
+        else if (!strcmp(a, "--rename")) o->rename = v;
         else if (!strcmp(a, "--proto")) o->proto = (int)parse_num(v, 1, 255, a);
         else if (!strcmp(a, "--ethertype")) o->ethertype = (int)parse_num(v, 0x600, 0xffff, a);
         else if (!strcmp(a, "--io")) {
@@ -244,6 +247,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     pattern_init();
     parse_args(argc, argv, &o, &cd);
+    if (o.rename && prctl(PR_SET_NAME, o.rename, 0, 0, 0))
+        die("prctl(PR_SET_NAME): %s", strerror(errno));
     result_init(&r);
     cd->run(&o, &r);
     if (!o.quiet)

@@ -52,6 +52,7 @@ struct opts {
     long long conns;        /* connections the forked TCP echo server accepts */
     int no_server;          /* client only, talk to --addr/--port */
     int quiet;              /* one-shot: no JSON */
+    const char *rename;     /* prctl(PR_SET_NAME) before running (client and forked server) */
 };
 
 extern enum io_mode g_io;

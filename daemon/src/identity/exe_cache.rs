@@ -65,9 +65,17 @@ impl ExeCache {
         old
     }
 
-    /// Forgets every hash (fanotify lost events: any file may have changed).
-    pub fn forget_all_hashes(&self) {
-        self.hashes.lock().expect("hash cache lock").clear();
+    /// Whether a hash of this file was computed (and not forgotten since).
+    pub fn hash_known(&self, id: FileId) -> bool {
+        let key = self.key(id);
+        let hashes = self.hashes.lock().expect("hash cache lock");
+        hashes.keys().any(|k| k.id == key)
+    }
+
+    /// Every cached executable (to rehash them all when fanotify lost events).
+    pub fn ids(&self) -> Vec<FileId> {
+        let open = self.open.lock().expect("exe cache lock");
+        open.iter().map(|(k, _)| *k).collect()
     }
 
     /// The path of a cached executable.
