@@ -157,7 +157,7 @@ fn a_renamed_process_keeps_its_program_name_and_raises_no_new_notice() {
     assert!(wait_for(&root, &line, Duration::from_secs(5)).is_some());
     std::thread::sleep(Duration::from_millis(1500));
     let stopped = daemon.stop();
-    let log = exe_log(&stopped.root.path().to_path_buf());
+    let log = exe_log(stopped.root.path());
     // One notice for the program itself (another names it as the server's parent); none for
     // the names it gave itself.
     let mine: Vec<&str> = log.lines().filter(|l| l.ends_with(&line)).collect();
