@@ -3,6 +3,7 @@ mod collector;
 mod config;
 mod doctor;
 mod identity;
+mod migrate;
 mod model;
 mod notify;
 mod paths;
@@ -39,6 +40,22 @@ enum Command {
     Doctor,
     /// Print the version.
     Version,
+    /// Import picosnitch 1/2 history (snitch.db, picosnitch.db) and a picosnitch 1 config.json.
+    ///
+    /// Imports are resumable: a second run continues after the last imported row. A picosnitch 2
+    /// database at this version's database path is moved aside (`.db.picosnitch2`) first.
+    Migrate {
+        /// Files to import: databases, or a config.json (written as --config-out).
+        #[arg(required = true)]
+        sources: Vec<PathBuf>,
+        /// Database to import into (default: /var/lib/picosnitch/picosnitch.db).
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Where a converted config.json is written; never overwritten (default:
+        /// /etc/picosnitch/config.toml).
+        #[arg(long)]
+        config_out: Option<PathBuf>,
+    },
     /// Deliver desktop notifications as the calling user (started by the daemon, never as root).
     #[command(hide = true)]
     NotifyHelper,
@@ -60,6 +77,17 @@ fn main() -> ExitCode {
         Command::NotifyHelper => {
             ExitCode::from(u8::try_from(notify::desktop::helper_main()).unwrap_or(1))
         }
+        Command::Migrate {
+            sources,
+            db,
+            config_out,
+        } => match migrate::run(&sources, db, config_out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("picosnitch migrate: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Version => {
             println!("picosnitch {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

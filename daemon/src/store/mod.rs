@@ -5,6 +5,7 @@
 //! picosnitch 2 did; `connections` rows reference them by id.
 
 // The read side serves the tests today and the query commands of the CLI next.
+pub mod import;
 mod known;
 #[cfg(test)]
 mod reader;
@@ -57,6 +58,11 @@ pub enum StoreError {
         found: i64,
         known: u32,
     },
+    #[error(
+        "database {path} is a picosnitch 1 or 2 database (user_version {found}), not opened in \
+         place: move it away and import it with `picosnitch migrate {path}`"
+    )]
+    Foreign { path: PathBuf, found: i64 },
     #[error("database {path}: migration to schema version {version} failed: {source}")]
     Migrate {
         path: PathBuf,

@@ -102,7 +102,17 @@ pub fn schema_version() -> u32 {
     u32::try_from(MIGRATIONS.len()).unwrap_or(u32::MAX)
 }
 
-fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+/// Whether the main database has a table called `name`.
+pub fn has_table(conn: &Connection, name: &str) -> bool {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get::<_, i64>(0),
+    )
+    .is_ok_and(|n| n > 0)
+}
+
+pub fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.pragma_query_value(None, "user_version", |r| r.get(0))
 }
 
@@ -116,6 +126,12 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<u32, StoreError> {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::sql(path, "begin a migration transaction"))?;
         let found = user_version(&tx).map_err(StoreError::sql(path, "read PRAGMA user_version"))?;
+        if found > 0 && !has_table(&tx, "meta") {
+            return Err(StoreError::Foreign {
+                path: path.to_path_buf(),
+                found,
+            });
+        }
         if found > i64::from(known) || found < 0 {
             return Err(StoreError::UnknownSchema {
                 path: path.to_path_buf(),
@@ -250,10 +266,34 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("m.db");
         let mut conn = open(&path);
-        conn.pragma_update(None, "user_version", 4).expect("set uv");
+        conn.execute_batch("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            .expect("meta");
+        conn.pragma_update(None, "user_version", 99)
+            .expect("set uv");
         match migrate(&mut conn, &path) {
-            Err(StoreError::UnknownSchema { found: 4, .. }) => {}
+            Err(StoreError::UnknownSchema { found: 99, .. }) => {}
             other => panic!("expected UnknownSchema, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn picosnitch_databases_are_not_opened_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // picosnitch 1 (snitch.db, user_version 3) and 2 (picosnitch.db, user_version 4).
+        for uv in [3, 4] {
+            let path = dir.path().join(format!("{uv}.db"));
+            let mut conn = open(&path);
+            conn.execute_batch("CREATE TABLE connections (contime TEXT)")
+                .expect("old table");
+            conn.pragma_update(None, "user_version", uv)
+                .expect("set uv");
+            match migrate(&mut conn, &path) {
+                Err(e @ StoreError::Foreign { .. }) => {
+                    assert!(e.to_string().contains("picosnitch migrate"), "{e}");
+                }
+                other => panic!("expected Foreign, got {other:?}"),
+            }
+            assert_eq!(user_version(&conn).expect("uv"), i64::from(uv));
         }
     }
 

@@ -224,7 +224,35 @@ impl Store {
         if rows.is_empty() {
             return Ok(0);
         }
-        let result = insert_rows(&mut self.conn, &mut self.caches, rows);
+        self.write_rows(rows, None)
+    }
+
+    /// Writes `rows` and sets `meta[key] = value` in the same transaction (an importer's
+    /// position: a resumed import continues exactly after the last written batch).
+    pub fn write_batch_at(
+        &mut self,
+        rows: &[Row],
+        key: &str,
+        value: &str,
+    ) -> Result<usize, StoreError> {
+        self.write_rows(rows, Some((key, value)))
+    }
+
+    /// The value of `key` in the `meta` table.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(StoreError::sql(&self.path, "read the meta table"))
+    }
+
+    fn write_rows(
+        &mut self,
+        rows: &[Row],
+        meta: Option<(&str, &str)>,
+    ) -> Result<usize, StoreError> {
+        let result = insert_rows(&mut self.conn, &mut self.caches, rows, meta);
         match result {
             Ok(()) => {
                 self.caches.commit();
@@ -291,8 +319,20 @@ impl Store {
 }
 
 /// Inserts `rows` in one transaction; dropping the transaction on error rolls it back.
-fn insert_rows(conn: &mut Connection, caches: &mut Caches, rows: &[Row]) -> rusqlite::Result<()> {
+fn insert_rows(
+    conn: &mut Connection,
+    caches: &mut Caches,
+    rows: &[Row],
+    meta: Option<(&str, &str)>,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
+    if let Some((key, value)) = meta {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )?;
+    }
     for row in rows {
         let k = &row.key;
         let exe_id = intern_exe(&tx, &mut caches.exes, &k.exe)?;
