@@ -1,6 +1,7 @@
 //! main.rs: command-line parsing and dispatch.
 mod collector;
 mod config;
+mod connlog;
 mod doctor;
 mod identity;
 mod migrate;

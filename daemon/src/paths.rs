@@ -6,6 +6,7 @@ pub struct Paths {
     pub config: PathBuf,
     pub db: PathBuf,
     pub exe_log: PathBuf,
+    pub conn_log: PathBuf,
 }
 
 impl Paths {
@@ -16,6 +17,7 @@ impl Paths {
             config: p("etc/picosnitch/config.toml"),
             db: p("var/lib/picosnitch/picosnitch.db"),
             exe_log: p("var/log/picosnitch/exe.log"),
+            conn_log: p("var/log/picosnitch/conn.log"),
         }
     }
 

@@ -134,6 +134,9 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         identity.cache.clone(),
         notifier,
         cfg.database.retention_days,
+        cfg.database
+            .text_log
+            .then(|| crate::connlog::ConnLog::new(paths.conn_log.clone())),
     ) {
         Ok(s) => s,
         Err(e) => {

@@ -1,5 +1,6 @@
 //! sink.rs: the SQLite writer thread. Hashes closed windows, writes each in one transaction,
 //! keeps failed batches to retry (nothing is dropped while the process lives), runs retention.
+use crate::connlog::ConnLog;
 use crate::identity::exe_cache::ExeCache;
 use crate::model::{FileId, Row};
 use crate::notify::{Decision, Kind, Notifier};
@@ -44,6 +45,7 @@ impl Sink {
         cache: ExeCache,
         mut notifier: Notifier,
         retention_days: u32,
+        mut conn_log: Option<ConnLog>,
     ) -> std::io::Result<Sink> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let handle = std::thread::Builder::new()
@@ -64,6 +66,11 @@ impl Sink {
                             let now = now_unix();
                             for d in notifier.on_rows(&mut store, &rows, now) {
                                 notifier.report(&d, now);
+                            }
+                            if let Some(log) = conn_log.as_mut() {
+                                if let Err(e) = log.append(&rows) {
+                                    tracing::error!("cannot write {}: {e}", log.path().display());
+                                }
                             }
                             pending.push(rows);
                         }
