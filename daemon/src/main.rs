@@ -3,6 +3,7 @@ mod collector;
 mod config;
 mod connlog;
 mod doctor;
+mod filter;
 mod identity;
 mod migrate;
 mod model;

@@ -133,10 +133,14 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         store,
         identity.cache.clone(),
         notifier,
-        cfg.database.retention_days,
-        cfg.database
-            .text_log
-            .then(|| crate::connlog::ConnLog::new(paths.conn_log.clone())),
+        crate::sink::Options {
+            retention_days: cfg.database.retention_days,
+            conn_log: cfg
+                .database
+                .text_log
+                .then(|| crate::connlog::ConnLog::new(paths.conn_log.clone())),
+            filter: crate::filter::Filter::new(crate::filter::Rules::default()),
+        },
     ) {
         Ok(s) => s,
         Err(e) => {

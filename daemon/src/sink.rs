@@ -1,6 +1,7 @@
 //! sink.rs: the SQLite writer thread. Hashes closed windows, writes each in one transaction,
 //! keeps failed batches to retry (nothing is dropped while the process lives), runs retention.
 use crate::connlog::ConnLog;
+use crate::filter::Filter;
 use crate::identity::exe_cache::ExeCache;
 use crate::model::{FileId, Row};
 use crate::notify::{Decision, Kind, Notifier};
@@ -24,6 +25,15 @@ pub enum Msg {
     Shutdown,
 }
 
+/// What the writer thread does besides writing the database.
+pub struct Options {
+    pub retention_days: u32,
+    /// `[database] text_log`: conn.log.
+    pub conn_log: Option<ConnLog>,
+    /// `[log]` rules for stored rows.
+    pub filter: Filter,
+}
+
 pub struct Sink {
     tx: mpsc::Sender<Msg>,
     handle: Option<JoinHandle<()>>,
@@ -44,9 +54,13 @@ impl Sink {
         mut store: Store,
         cache: ExeCache,
         mut notifier: Notifier,
-        retention_days: u32,
-        mut conn_log: Option<ConnLog>,
+        opts: Options,
     ) -> std::io::Result<Sink> {
+        let Options {
+            retention_days,
+            mut conn_log,
+            filter,
+        } = opts;
         let (tx, rx) = mpsc::channel::<Msg>();
         let handle = std::thread::Builder::new()
             .name("picosnitch-sink".into())
@@ -64,9 +78,11 @@ impl Sink {
                         Ok(Msg::Window(closed)) => {
                             let rows = closed.into_rows(&cache);
                             let now = now_unix();
+                            // Decisions see every row; the [log] rules apply to what is kept.
                             for d in notifier.on_rows(&mut store, &rows, now) {
                                 notifier.report(&d, now);
                             }
+                            let rows = filter.apply(rows);
                             if let Some(log) = conn_log.as_mut() {
                                 if let Err(e) = log.append(&rows) {
                                     tracing::error!("cannot write {}: {e}", log.path().display());

@@ -326,11 +326,7 @@ pub fn reverse_domain(d: &str) -> String {
     if d.is_empty() || d.parse::<std::net::IpAddr>().is_ok() {
         return d.to_string();
     }
-    d.trim_end_matches('.')
-        .split('.')
-        .rev()
-        .collect::<Vec<_>>()
-        .join(".")
+    crate::filter::reverse_notation(d)
 }
 
 #[cfg(test)]
