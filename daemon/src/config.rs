@@ -1,5 +1,14 @@
 //! config.rs: defaults ← config file ← `PICOSNITCH_*` environment (figment), validated with errors
 //! that name the key, the value and what is allowed.
+mod data;
+mod describe;
+mod log;
+mod virustotal;
+
+pub use data::{Data, DataAccess};
+pub use log::{Log, LogFilters};
+pub use virustotal::VirusTotal;
+
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -72,6 +81,9 @@ pub struct Config {
     pub database: Database,
     pub monitoring: Monitoring,
     pub desktop: Desktop,
+    pub data: Data,
+    pub log: Log,
+    pub virustotal: VirusTotal,
 }
 
 /// Sections and keys this version understands; anything else is reported as unknown.
@@ -124,13 +136,54 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
+    #[error("config: {path}: TOML syntax error at line {line}, column {column}: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("config: {0}")]
     Invalid(String),
+}
+
+/// One invalid value: the key (with the index of a list entry), the value, and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key} = {value} is not allowed: {allowed}")]
+pub struct Problem {
+    pub key: String,
+    pub value: String,
+    pub allowed: String,
+}
+
+impl Problem {
+    pub fn new(
+        key: impl Into<String>,
+        value: impl Into<String>,
+        allowed: impl Into<String>,
+    ) -> Self {
+        Problem {
+            key: key.into(),
+            value: value.into(),
+            allowed: allowed.into(),
+        }
+    }
+}
+
+impl From<Problem> for ConfigError {
+    fn from(p: Problem) -> Self {
+        ConfigError::Invalid(p.to_string())
+    }
 }
 
 pub struct Loaded {
     pub config: Config,
     pub warnings: Vec<String>,
+    /// `[data]` with names resolved to ids.
+    pub data: DataAccess,
+    /// The `[log]` ignore lists, parsed (the filters that apply them come next).
+    #[allow(dead_code)]
+    pub log_filters: LogFilters,
 }
 
 /// Loads the config; a missing file at the default path means defaults, a missing `--config`
@@ -143,29 +196,30 @@ pub fn load(path: &Path, must_exist: bool) -> Result<Loaded, ConfigError> {
             path: path.display().to_string(),
             source,
         })?;
+        describe::check_syntax(path, &text)?;
         fig = fig.merge(Toml::string(&text));
     }
-    fig = fig.merge(Env::prefixed("PICOSNITCH_").ignore(&["ROOT"]).split("__"));
+    // Only PICOSNITCH_SECTION__KEY variables are config; PICOSNITCH_ROOT, PICOSNITCH_LOG and the
+    // test scripts' variables are not.
+    fig = fig.merge(
+        Env::prefixed("PICOSNITCH_")
+            .filter(|k| k.as_str().contains("__"))
+            .split("__"),
+    );
     let warnings = unknown_keys(&fig);
     let config: Config = fig
         .extract()
-        .map_err(|e| ConfigError::Invalid(describe(e)))?;
+        .map_err(|e| ConfigError::Invalid(describe::figment_error(e)))?;
     validate(&config)?;
-    Ok(Loaded { config, warnings })
-}
-
-fn describe(e: figment::Error) -> String {
-    e.into_iter()
-        .map(|e| {
-            let key = e.path.join(".");
-            if key.is_empty() {
-                e.kind.to_string()
-            } else {
-                format!("{key}: {}", e.kind)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
+    let data = config.data.resolve()?;
+    let log_filters = config.log.filters()?;
+    config.virustotal.check()?;
+    Ok(Loaded {
+        config,
+        warnings,
+        data,
+        log_filters,
+    })
 }
 
 fn unknown_keys(fig: &Figment) -> Vec<String> {
@@ -279,9 +333,78 @@ mod tests {
     }
 
     #[test]
+    fn new_sections_parse_and_resolve() {
+        let l = load_str(
+            "[data]\nowner = \"nobody\"\ngroup = \"root\"\nmode = \"0640\"\n\
+             [log]\nports = false\nignore_ports = [53]\nignore_domains = [\"example.com\"]\n\
+             ignore_ips = [\"10.0.0.0/8\"]\n\
+             [virustotal]\nrequest_limit_seconds = 20\n",
+        )
+        .unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        assert_eq!(l.data.uid, 65534);
+        assert_eq!(l.data.mode, 0o640);
+        assert!(!l.config.log.ports);
+        assert_eq!(l.log_filters.domains, vec!["com.example"]);
+        assert!(l.log_filters.ports.contains(&53));
+        assert_eq!(l.config.virustotal.request_limit_seconds, 20);
+    }
+
+    #[test]
+    fn bad_entries_are_named() {
+        for (text, want) in [
+            (
+                "[log]\nignore_ips = [\"10.0.0.0/33\"]\n",
+                "log.ignore_ips[0] = \"10.0.0.0/33\"",
+            ),
+            (
+                "[log]\nignore_ports = [1, 65536]\n",
+                "log.ignore_ports[1] = 65536",
+            ),
+            ("[log]\nignore_ports = [\"x\"]\n", "log.ignore_ports"),
+            (
+                "[log]\naddresses = \"yes\"\n",
+                "log.addresses = \"yes\" is not allowed: use true or false",
+            ),
+            ("[data]\nmode = \"0777\"\n", "data.mode = \"0777\""),
+            ("[data]\nmode = 420\n", "data.mode = 420"),
+            ("[data]\ngroup = \"no-such-group-here\"\n", "data.group"),
+            (
+                "[virustotal]\nrequest_limit_seconds = -5\n",
+                "virustotal.request_limit_seconds = -5",
+            ),
+        ] {
+            let e = load_str(text).err().unwrap().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+            assert!(
+                e.contains("is not allowed") || e.contains("log.ignore_ports"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn figment_errors_say_what_is_allowed() {
+        let e = load_str("[database]\nretention_days = -1\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            e,
+            "config: database.retention_days = -1 is not allowed: use a whole number from 0 to \
+             4294967295"
+        );
+    }
+
+    #[test]
     fn unknown_keys_warn() {
         let l = load_str("[database]\nfoo = 1\n[bogus]\nx = 1\n").unwrap();
         assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
+        assert!(
+            l.warnings.iter().any(|w| w.contains("database.foo")),
+            "{:?}",
+            l.warnings
+        );
     }
 
     #[test]

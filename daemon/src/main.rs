@@ -11,6 +11,7 @@ mod notify;
 mod paths;
 mod pipeline;
 mod run;
+mod service;
 mod sink;
 mod store;
 mod window;
@@ -37,6 +38,11 @@ enum Command {
         /// Configuration file (default: /etc/picosnitch/config.toml under $PICOSNITCH_ROOT).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Check a configuration file without starting anything (exit status 78 when invalid).
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
     },
     /// Show what this kernel offers and which hook set would be attached.
     Doctor,
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::StartNoDaemon { config } => run::start_no_daemon(config),
+        Command::CheckConfig { file } => service::control::check_config(&file),
         Command::Doctor => {
             let (text, ok) = doctor::report(&collector::Options::default());
             print!("{text}");
