@@ -184,6 +184,8 @@ pub struct Loaded {
     /// The `[log]` ignore lists, parsed (the filters that apply them come next).
     #[allow(dead_code)]
     pub log_filters: LogFilters,
+    /// A `[database.remote]` table is configured (the daemon then talks to the network).
+    pub remote_database: bool,
 }
 
 /// Loads the config; a missing file at the default path means defaults, a missing `--config`
@@ -207,6 +209,9 @@ pub fn load(path: &Path, must_exist: bool) -> Result<Loaded, ConfigError> {
             .split("__"),
     );
     let warnings = unknown_keys(&fig);
+    let remote_database = fig
+        .find_value("database.remote")
+        .is_ok_and(|v| v.as_dict().is_some_and(|d| !d.is_empty()));
     let config: Config = fig
         .extract()
         .map_err(|e| ConfigError::Invalid(describe::figment_error(e)))?;
@@ -219,6 +224,7 @@ pub fn load(path: &Path, must_exist: bool) -> Result<Loaded, ConfigError> {
         warnings,
         data,
         log_filters,
+        remote_database,
     })
 }
 

@@ -6,6 +6,8 @@ mod doctor;
 mod filter;
 mod identity;
 mod migrate;
+mod logfile;
+mod logging;
 mod model;
 mod notify;
 mod paths;
@@ -33,6 +35,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start the daemon in the background (through systemctl when picosnitch.service is installed).
+    Start {
+        /// Configuration file (default: /etc/picosnitch/config.toml under $PICOSNITCH_ROOT).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Stop the daemon; it writes everything it counted first.
+    Stop,
+    /// Stop, then start the daemon.
+    Restart {
+        /// Configuration file (default: /etc/picosnitch/config.toml under $PICOSNITCH_ROOT).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Whether the daemon runs, its hook set and counters, recorded losses, the end of error.log
+    /// (exit status 3 when it does not run).
+    Status,
+    /// Write the hardened systemd units picosnitch.service and picosnitch.socket.
+    Systemd {
+        /// Configuration file the service uses (default: /etc/picosnitch/config.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run the monitor in the foreground (SIGTERM/SIGINT write everything and exit 0).
     StartNoDaemon {
         /// Configuration file (default: /etc/picosnitch/config.toml under $PICOSNITCH_ROOT).
@@ -72,6 +97,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Start { config } => service::control::start(config),
+        Command::Stop => service::control::stop(),
+        Command::Restart { config } => service::control::restart(config),
+        Command::Status => service::report::status(),
+        Command::Systemd { config } => service::units::systemd(config),
         Command::StartNoDaemon { config } => run::start_no_daemon(config),
         Command::CheckConfig { file } => service::control::check_config(&file),
         Command::Doctor => {

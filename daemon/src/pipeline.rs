@@ -5,6 +5,8 @@ use crate::collector::Collector;
 use crate::identity::fanotify::Watcher;
 use crate::identity::Identity;
 use crate::model::{FlowDelta, ProcEvent};
+use crate::service::status::Snapshot;
+use crate::service::Heartbeat;
 use crate::sink::{now_unix, Msg, Sink};
 use crate::window::{WinKey, Window};
 use aya::maps::{MapData, RingBuf};
@@ -25,6 +27,10 @@ pub struct Pipeline {
     last_capacity_warning: Option<Instant>,
     watcher: Option<Arc<Watcher>>,
     every_exe: bool,
+    /// systemd notifications and the status file; None in tests that run the pipeline bare.
+    heartbeat: Option<Heartbeat>,
+    /// Every loss reported since start.
+    losses: u64,
 }
 
 const DRAIN_EVERY: Duration = Duration::from_secs(1);
@@ -47,6 +53,48 @@ impl Pipeline {
             last_capacity_warning: None,
             watcher,
             every_exe: false,
+            heartbeat: None,
+            losses: 0,
+        }
+    }
+
+    /// Tells systemd (and the status file) how the daemon is doing from the main loop.
+    pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Self {
+        self.heartbeat = Some(heartbeat);
+        self
+    }
+
+    /// The live counters.
+    fn snapshot(&self) -> Snapshot {
+        let s = &self.sink.stats;
+        let c = &self.identity.counters;
+        let identity = [
+            ("exe_unavailable", &c.exe_unavailable),
+            ("exe_mismatch", &c.exe_mismatch),
+            ("cmdline_unreadable", &c.cmdline_unreadable),
+            ("container_unresolved", &c.container_unresolved),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
+        .collect();
+        Snapshot {
+            hook_set: self.collector.attached.hook_set.to_string(),
+            rows_written: s.rows.load(Ordering::Relaxed),
+            bytes_sent: s.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: s.bytes_received.load(Ordering::Relaxed),
+            losses: self.losses,
+            identity,
+            ..Snapshot::default()
+        }
+    }
+
+    /// One turn of the main loop is done: watchdog ping and status.
+    fn beat(&mut self) {
+        if self.heartbeat.is_some() {
+            let snap = self.snapshot();
+            if let Some(h) = self.heartbeat.as_mut() {
+                h.tick(snap);
+            }
         }
     }
 
@@ -201,7 +249,8 @@ impl Pipeline {
         self.last_ident = ident;
     }
 
-    fn loss(&self, contime: i64, source: &str, count: u64) {
+    fn loss(&mut self, contime: i64, source: &str, count: u64) {
+        self.losses = self.losses.saturating_add(count);
         self.sink.send(Msg::Loss {
             contime,
             source: source.to_string(),
@@ -269,6 +318,11 @@ impl Pipeline {
             ),
             None => None,
         };
+        // Hooks attached, database open, signal handlers installed: ready.
+        let snap = self.snapshot();
+        if let Some(h) = self.heartbeat.as_mut() {
+            h.ready(snap);
+        }
         loop {
             tokio::select! {
                 guard = async { fan.as_ref().expect("guarded").readable().await }, if fan.is_some() => {
@@ -287,14 +341,20 @@ impl Pipeline {
                 _ = drain_tick.tick() => {
                     self.read_ring(ring.get_mut());
                     self.drain();
+                    self.beat();
                 }
                 _ = flush_tick.tick() => {
                     self.read_ring(ring.get_mut());
                     self.drain();
                     self.flush();
+                    self.beat();
                 }
                 _ = &mut shutdown => break,
             }
+        }
+        let snap = self.snapshot();
+        if let Some(h) = self.heartbeat.as_mut() {
+            h.stopping(snap);
         }
         self.read_ring(ring.get_mut());
         self.drain();

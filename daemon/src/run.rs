@@ -1,36 +1,41 @@
-//! run.rs: starting the monitor in the foreground: config, logging, collector, store, signals.
+//! run.rs: starting the monitor in the foreground: config, logging, collector, pidfile, API
+//! sockets, store, notifier, then the main loop until SIGTERM/SIGINT.
 use crate::collector::{Collector, CollectorError, Options};
+use crate::config::DataAccess;
 use crate::identity::fanotify::Watcher;
 use crate::identity::{exe_cache, Identity};
+use crate::logfile::{self, AppendLog};
+use crate::logging::{self, errorlog};
 use crate::notify::exelog::ExeLog;
 use crate::notify::Notifier;
 use crate::paths::Paths;
 use crate::pipeline::Pipeline;
+use crate::service::manager::Manager;
+use crate::service::pidfile::{PidFile, PidFileError};
+use crate::service::signals::Signals;
+use crate::service::{self, Fallback, Heartbeat};
 use crate::sink::Sink;
 use crate::store::Store;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Exit statuses the service unit lists in RestartPreventExitStatus (sysexits.h).
+/// Exit statuses (sysexits.h); the unit lists the permanent ones in RestartPreventExitStatus.
 pub const EXIT_CONFIG: u8 = 78;
 pub const EXIT_NOPERM: u8 = 77;
 pub const EXIT_UNAVAILABLE: u8 = 69;
 pub const EXIT_CANTCREAT: u8 = 73;
+/// Another daemon holds the pidfile.
+pub const EXIT_TEMPFAIL: u8 = 75;
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PICOSNITCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+/// Logs why the daemon cannot run (journald or stderr, and error.log) and gives its status.
+fn fatal(msg: impl std::fmt::Display, code: u8) -> ExitCode {
+    tracing::error!("{msg}");
+    ExitCode::from(code)
 }
 
 pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
-    init_logging();
     let paths = Paths::from_env();
     let (cfg_path, must_exist) = match config {
         Some(p) => (p, true),
@@ -43,6 +48,9 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let data = loaded.data;
+    let target = logging::init(Some(AppendLog::new(paths.error_log.clone(), data)));
+    tracing::debug!(?target, "logging");
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -60,11 +68,11 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     let collector = match Collector::start(&opts) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("picosnitch: {e}");
-            return ExitCode::from(match e {
+            let code = match e {
                 CollectorError::NotPrivileged => EXIT_NOPERM,
                 _ => EXIT_UNAVAILABLE,
-            });
+            };
+            return fatal(e, code);
         }
     };
     // Like auditd: a monitor that falls behind under load misses short-lived processes.
@@ -81,13 +89,40 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     for why in &collector.attached.skipped {
         tracing::info!("optional hook not available on this kernel: {why}");
     }
-    let mut store = match Store::open(&paths.db) {
-        Ok(s) => s,
+    // One daemon per state directory; held until the process exits.
+    let _pidfile = match PidFile::acquire(&paths.pidfile) {
+        Ok(p) => p,
+        Err(e @ PidFileError::Running { .. }) => return fatal(e, EXIT_TEMPFAIL),
+        Err(e) => return fatal(e, EXIT_CANTCREAT),
+    };
+    // The API's sockets: activated by picosnitch.socket, or bound here. The API server serves
+    // them; until it starts they are held so that no activated socket is lost.
+    let api_listeners = match service::listeners(&Fallback::new(&paths, data.gid)) {
+        Ok(l) => {
+            let how = if l.activated {
+                "activated by systemd"
+            } else {
+                "bound by the daemon"
+            };
+            tracing::info!(
+                sockets = l.len(),
+                activated = l.activated,
+                "API sockets {how}: {} ({})",
+                l.len(),
+                l.describe()
+            );
+            Some(l)
+        }
         Err(e) => {
-            eprintln!("picosnitch: {e}");
-            return ExitCode::from(EXIT_CANTCREAT);
+            tracing::warn!("no API sockets: {e}");
+            None
         }
     };
+    let mut store = match Store::open(&paths.db) {
+        Ok(s) => s,
+        Err(e) => return fatal(e, EXIT_CANTCREAT),
+    };
+    apply_data_access(store.path(), data);
     // What this run attached, for `status` and for reading old rows in context.
     let facts = [
         ("kernel", crate::collector::kernel::release()),
@@ -96,8 +131,7 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     ];
     for (k, v) in facts {
         if let Err(e) = store.set_meta(k, &v) {
-            eprintln!("picosnitch: {e}");
-            return ExitCode::from(EXIT_CANTCREAT);
+            return fatal(e, EXIT_CANTCREAT);
         }
     }
     let mask = cfg
@@ -119,7 +153,7 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         }
     };
     let identity = Identity::with_cache(cache);
-    let mut notifier = Notifier::new(ExeLog::new(paths.exe_log.clone()));
+    let mut notifier = Notifier::new(ExeLog::new(paths.exe_log.clone(), data));
     if cfg.desktop.notifications {
         match crate::notify::desktop::Desktop::spawn(crate::notify::desktop::Throttle::default()) {
             Ok(desktop) => notifier = notifier.with_desktop(desktop),
@@ -144,65 +178,69 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     ) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("picosnitch: cannot start the database writer: {e}");
-            return ExitCode::from(EXIT_UNAVAILABLE);
+            return fatal(
+                format!("cannot start the database writer: {e}"),
+                EXIT_UNAVAILABLE,
+            )
         }
     };
     let hook_set = collector.attached.hook_set;
-    let pipeline =
-        Pipeline::new(collector, identity, sink, watcher).with_every_exe(cfg.monitoring.every_exe);
+    let manager = Manager::from_env();
+    if let Some(w) = manager.watchdog() {
+        tracing::info!(
+            "systemd watchdog: pinged every second, fires after {} ms",
+            w.as_millis()
+        );
+    }
+    let heartbeat = Heartbeat::new(manager, paths.status.clone());
+    let pipeline = Pipeline::new(collector, identity, sink, watcher)
+        .with_every_exe(cfg.monitoring.every_exe)
+        .with_heartbeat(heartbeat);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("picosnitch: cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_UNAVAILABLE);
-        }
+        Err(e) => return fatal(format!("cannot start the runtime: {e}"), EXIT_UNAVAILABLE),
     };
     let write_every = Duration::from_secs(u64::from(cfg.database.write_limit_seconds));
     let result = rt.block_on(async {
         // Handlers are installed before readiness is announced, so no signal is missed.
-        let stop = Shutdown::install()?;
+        let signals = Signals::install()?;
         tracing::info!(
             hook_set,
             db,
             "picosnitch is monitoring (hook set {hook_set})"
         );
-        pipeline.run(write_every, stop.wait()).await
+        if let Some(why) = errorlog::take_failure() {
+            tracing::warn!("{why}");
+        }
+        pipeline.run(write_every, signals.stopped()).await
     });
+    drop(api_listeners);
     match result {
         Ok(()) => {
             tracing::info!("picosnitch stopped; everything was written");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("picosnitch: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fatal(e, 1),
     }
 }
 
-struct Shutdown {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Shutdown {
-    fn install() -> std::io::Result<Self> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Shutdown {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    async fn wait(mut self) {
-        tokio::select! {
-            _ = self.term.recv() => tracing::info!("SIGTERM: writing the open window"),
-            _ = self.int.recv() => tracing::info!("SIGINT: writing the open window"),
+/// Gives the database (and its WAL and shared-memory files) the `[data]` owner, group and mode.
+fn apply_data_access(db: &Path, data: DataAccess) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.as_os_str().to_os_string();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        if suffix.is_empty() || p.exists() {
+            if let Err(e) = logfile::apply_access_at(&p, data) {
+                tracing::warn!(
+                    "cannot give {} the [data] owner, group and mode: {e}",
+                    p.display()
+                );
+            }
         }
     }
 }

@@ -7,7 +7,8 @@ use crate::model::{FileId, Row};
 use crate::notify::{Decision, Kind, Notifier};
 use crate::store::Store;
 use crate::window::Closed;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,26 @@ pub struct Options {
 pub struct Sink {
     tx: mpsc::Sender<Msg>,
     handle: Option<JoinHandle<()>>,
+    pub stats: Arc<SinkStats>,
+}
+
+/// What the writer has stored since it started (for STATUS= and `picosnitch status`).
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    pub rows: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+}
+
+impl SinkStats {
+    fn written(&self, rows: &[Row]) {
+        let (send, recv) = rows
+            .iter()
+            .fold((0u64, 0u64), |(s, r), row| (s + row.send, r + row.recv));
+        self.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(send, Ordering::Relaxed);
+        self.bytes_received.fetch_add(recv, Ordering::Relaxed);
+    }
 }
 
 /// How often retention runs.
@@ -62,6 +83,8 @@ impl Sink {
             filter,
         } = opts;
         let (tx, rx) = mpsc::channel::<Msg>();
+        let stats = Arc::new(SinkStats::default());
+        let stats2 = stats.clone();
         let handle = std::thread::Builder::new()
             .name("picosnitch-sink".into())
             .spawn(move || {
@@ -115,7 +138,7 @@ impl Sink {
                         }) => losses.push((contime, source, count)),
                         _ => {}
                     }
-                    write_pending(&mut store, &mut pending, &mut losses);
+                    write_pending(&mut store, &mut pending, &mut losses, &stats2);
                     if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
                         last_retention = Some(Instant::now());
                         match store.retention(retention_days, now_unix()) {
@@ -139,6 +162,7 @@ impl Sink {
         Ok(Sink {
             tx,
             handle: Some(handle),
+            stats,
         })
     }
 
@@ -188,10 +212,12 @@ fn write_pending(
     store: &mut Store,
     pending: &mut Vec<Vec<Row>>,
     losses: &mut Vec<(i64, String, u64)>,
+    stats: &SinkStats,
 ) {
     while let Some(batch) = pending.first() {
         match store.write_batch(batch) {
             Ok(_) => {
+                stats.written(batch);
                 pending.remove(0);
             }
             Err(e) => {

@@ -1,0 +1,250 @@
+//! service::listen: the API's listening sockets. Under systemd, `picosnitch.socket` passes them
+//! (`LISTEN_FDS`, named by `LISTEN_FDNAMES`); otherwise the daemon binds TCP 127.0.0.1:5100 and
+//! the unix socket `/run/picosnitch/api.sock` (mode 0660, group `[data] group`) itself.
+//!
+//! The API server takes what [`listeners`] returns: every listener is non-blocking (ready for
+//! `tokio::net::TcpListener::from_std` / `UnixListener::from_std`). [`listeners`] may be called
+//! once per process; a second call is an error rather than a second owner of the same fds.
+use super::ServiceError;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What the daemon binds when systemd passed nothing.
+#[derive(Debug, Clone)]
+pub struct Fallback {
+    /// None: no TCP listener.
+    pub tcp: Option<SocketAddr>,
+    /// None: no unix socket.
+    pub unix: Option<PathBuf>,
+    /// Group of the unix socket (`[data] group`); its mode is 0660.
+    pub unix_gid: u32,
+}
+
+impl Fallback {
+    /// 127.0.0.1:5100 and `api.sock` under the run directory of `paths`.
+    pub fn new(paths: &crate::paths::Paths, unix_gid: u32) -> Self {
+        Fallback {
+            tcp: Some(SocketAddr::from(([127, 0, 0, 1], 5100))),
+            unix: Some(paths.api_socket.clone()),
+            unix_gid,
+        }
+    }
+}
+
+/// Removes a unix socket file the daemon bound itself when dropped (keep it as long as the
+/// listener serves).
+#[derive(Debug)]
+pub struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub tcp: Vec<TcpListener>,
+    pub unix: Vec<UnixListener>,
+    /// True when systemd passed them (socket activation).
+    pub activated: bool,
+    /// The socket file bound by the daemon, removed when this is dropped.
+    pub socket_file: Option<SocketFile>,
+}
+
+impl Listeners {
+    pub fn len(&self) -> usize {
+        self.tcp.len() + self.unix.len()
+    }
+
+    /// "tcp 127.0.0.1:5100, unix /run/picosnitch/api.sock", for the log.
+    pub fn describe(&self) -> String {
+        let tcp = self.tcp.iter().map(|l| match l.local_addr() {
+            Ok(a) => format!("tcp {a}"),
+            Err(_) => "tcp ?".into(),
+        });
+        let unix = self.unix.iter().map(|l| {
+            let path = l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+            match path {
+                Some(p) => format!("unix {}", p.display()),
+                None => "unix (unnamed)".into(),
+            }
+        });
+        tcp.chain(unix).collect::<Vec<_>>().join(", ")
+    }
+}
+
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// The API's listeners: the ones systemd passed, or else the ones of `fallback`, bound here.
+/// A fallback socket that cannot be bound (port in use, …) is a warning, not an error.
+pub fn listeners(fallback: &Fallback) -> Result<Listeners, ServiceError> {
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(ServiceError::ListenersTaken);
+    }
+    let fds: Vec<(RawFd, String)> = sd_notify::listen_fds_with_names()
+        .map_err(ServiceError::ListenFds)?
+        .collect();
+    if !fds.is_empty() {
+        let mut out = Listeners {
+            activated: true,
+            ..Listeners::default()
+        };
+        for (fd, name) in fds {
+            // SAFETY: systemd passed this fd to this process (LISTEN_PID matched) for it to own;
+            // nothing else in the process wraps it (guarded by TAKEN).
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            adopt(owned, &name, &mut out)?;
+        }
+        return Ok(out);
+    }
+    Ok(bind(fallback))
+}
+
+fn sockopt(fd: RawFd, opt: libc::c_int) -> std::io::Result<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `v`, which we own.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
+/// Sorts a passed fd by its socket family; anything but a listening stream socket is refused.
+fn adopt(fd: OwnedFd, name: &str, out: &mut Listeners) -> Result<(), ServiceError> {
+    use std::os::fd::AsRawFd;
+    let raw = fd.as_raw_fd();
+    let bad = |why: String| ServiceError::BadActivatedSocket {
+        fd: raw,
+        name: name.to_string(),
+        why,
+    };
+    let domain = sockopt(raw, libc::SO_DOMAIN).map_err(|e| bad(format!("not a socket: {e}")))?;
+    let kind = sockopt(raw, libc::SO_TYPE).map_err(|e| bad(e.to_string()))?;
+    let listening = sockopt(raw, libc::SO_ACCEPTCONN).map_err(|e| bad(e.to_string()))?;
+    if kind != libc::SOCK_STREAM || listening == 0 {
+        return Err(bad("not a listening stream socket".into()));
+    }
+    let nonblocking = |r: std::io::Result<()>| r.map_err(|e| bad(e.to_string()));
+    match domain {
+        libc::AF_INET | libc::AF_INET6 => {
+            let l = TcpListener::from(fd);
+            nonblocking(l.set_nonblocking(true))?;
+            out.tcp.push(l);
+        }
+        libc::AF_UNIX => {
+            let l = UnixListener::from(fd);
+            nonblocking(l.set_nonblocking(true))?;
+            out.unix.push(l);
+        }
+        other => return Err(bad(format!("socket family {other} is not TCP or unix"))),
+    }
+    Ok(())
+}
+
+fn bind(fallback: &Fallback) -> Listeners {
+    let mut out = Listeners::default();
+    if let Some(addr) = fallback.tcp {
+        match TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+            Ok(l) => out.tcp.push(l),
+            Err(e) => tracing::warn!("cannot listen on {addr}, the API is not served there: {e}"),
+        }
+    }
+    if let Some(path) = &fallback.unix {
+        match bind_unix(path, fallback.unix_gid) {
+            Ok(l) => {
+                out.unix.push(l);
+                out.socket_file = Some(SocketFile(path.clone()));
+            }
+            Err(e) => tracing::warn!(
+                "cannot listen on {}, the API is not served there: {e}",
+                path.display()
+            ),
+        }
+    }
+    out
+}
+
+/// Binds a unix socket at `path` with mode 0660 and group `gid`; a stale socket left by a
+/// previous run is replaced, any other file is not.
+fn bind_unix(path: &Path, gid: u32) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(std::io::Error::other(format!(
+                "{} exists and is not a socket",
+                path.display()
+            )))
+        }
+        Err(_) => {}
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+        .map_err(std::io::Error::other)?;
+    // SAFETY: lchown on a NUL-terminated path we own; u32::MAX keeps the owner.
+    if unsafe { libc::lchown(c.as_ptr(), u32::MAX, gid) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn binds_the_fallback_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("run/picosnitch/api.sock");
+        // A stale socket from an earlier run is replaced.
+        std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+        drop(UnixListener::bind(&sock).unwrap());
+        let fb = Fallback {
+            tcp: Some("127.0.0.1:0".parse().unwrap()),
+            unix: Some(sock.clone()),
+            unix_gid: 0,
+        };
+        let l = listeners(&fb).unwrap();
+        assert!(!l.activated);
+        assert_eq!((l.tcp.len(), l.unix.len()), (1, 1));
+        let m = std::fs::symlink_metadata(&sock).unwrap();
+        assert_eq!(m.mode() & 0o777, 0o660);
+        assert!(l.describe().contains("api.sock"), "{}", l.describe());
+        std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        std::net::TcpStream::connect(l.tcp[0].local_addr().unwrap()).unwrap();
+        assert!(matches!(listeners(&fb), Err(ServiceError::ListenersTaken)));
+        drop(l);
+        assert!(!sock.exists(), "the socket file goes with the listeners");
+        // Not a socket: left alone.
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        assert!(bind_unix(&plain, 0).is_err());
+        assert_eq!(std::fs::read_to_string(&plain).unwrap(), "x");
+    }
+}

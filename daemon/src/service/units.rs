@@ -1,0 +1,337 @@
+//! service::units: `picosnitch systemd`: writes a hardened `picosnitch.service` (Type=notify,
+//! watchdog, only the capabilities this configuration needs, read-only system, private network
+//! unless VirusTotal or a remote database is configured) and `picosnitch.socket` (the API on
+//! 127.0.0.1:5100 and /run/picosnitch/api.sock).
+use super::control::systemd_booted;
+use crate::config::Loaded;
+use crate::paths::Paths;
+use crate::run::{EXIT_CONFIG, EXIT_NOPERM, EXIT_UNAVAILABLE};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub const SERVICE: &str = "picosnitch.service";
+pub const SOCKET: &str = "picosnitch.socket";
+
+/// What the units are generated from.
+pub struct UnitInput<'a> {
+    /// The binary ExecStart runs.
+    pub exe: &'a Path,
+    /// `--config FILE` for ExecStart, when not the default file.
+    pub config: Option<&'a Path>,
+    pub loaded: &'a Loaded,
+    /// The name of `[data] group`, for the unix socket.
+    pub group: &'a str,
+}
+
+/// The capabilities the daemon keeps, each with why.
+pub fn capabilities(loaded: &Loaded) -> Vec<(&'static str, &'static str)> {
+    let mut caps = vec![
+        ("CAP_BPF", "load and attach the eBPF programs"),
+        ("CAP_PERFMON", "tracing programs and perf events"),
+        (
+            "CAP_SYS_ADMIN",
+            "fanotify marks on executables, cgroup hooks",
+        ),
+        ("CAP_SYS_PTRACE", "open /proc/PID/exe of every process"),
+        (
+            "CAP_DAC_READ_SEARCH",
+            "read executables and /proc entries of other users",
+        ),
+    ];
+    if loaded.config.desktop.notifications {
+        caps.push(("CAP_SETUID", "run the notification helper as each user"));
+        caps.push(("CAP_SETGID", "run the notification helper as each user"));
+        caps.push(("CAP_KILL", "stop a notification helper that hangs"));
+    }
+    if loaded.data.gid != 0 || loaded.data.uid != 0 {
+        caps.push(("CAP_CHOWN", "give data files the [data] owner and group"));
+    }
+    if loaded.data.uid != 0 {
+        caps.push((
+            "CAP_FOWNER",
+            "keep the mode of data files owned by [data] owner",
+        ));
+        caps.push(("CAP_DAC_OVERRIDE", "write data files owned by [data] owner"));
+    }
+    caps
+}
+
+/// True when the daemon (or one of its helpers) needs the network.
+pub fn needs_network(loaded: &Loaded) -> bool {
+    loaded.config.virustotal.enabled() || loaded.remote_database
+}
+
+fn under(exe: &Path, dirs: &[&str]) -> bool {
+    dirs.iter().any(|d| exe.starts_with(d))
+}
+
+pub fn service_unit(i: &UnitInput) -> String {
+    let l = i.loaded;
+    let caps = capabilities(l);
+    let network = needs_network(l);
+    let mut exec = format!("{} start-no-daemon", i.exe.display());
+    if let Some(c) = i.config {
+        let _ = write!(exec, " --config {}", c.display());
+    }
+    // A binary in a home directory must stay reachable; desktop notifications read /run/user.
+    let home = if l.config.desktop.notifications || under(i.exe, &["/home", "/root", "/run/user"]) {
+        "read-only"
+    } else {
+        "yes"
+    };
+    let mut u = String::new();
+    let _ = writeln!(
+        u,
+        "# Written by `picosnitch systemd`. [desktop] notifications, [data] owner/group,\n\
+         # [virustotal] api_key and [database.remote] decide the privileges below: run it again\n\
+         # after changing them.\n\
+         [Unit]\n\
+         Description=picosnitch: network traffic per executable\n\
+         Requires={SOCKET}\n\
+         After={SOCKET}\n\
+         \n\
+         [Service]\n\
+         Type=notify\n\
+         NotifyAccess=main\n\
+         ExecStart={exec}\n\
+         ExecReload=/bin/kill -HUP $MAINPID\n\
+         Restart=on-failure\n\
+         RestartSec=5\n\
+         # Invalid config ({EXIT_CONFIG}), missing privileges ({EXIT_NOPERM}), unsupported kernel \
+         ({EXIT_UNAVAILABLE}):\n\
+         # restarting cannot help.\n\
+         RestartPreventExitStatus={EXIT_UNAVAILABLE} {EXIT_NOPERM} {EXIT_CONFIG}\n\
+         WatchdogSec=30\n\
+         TimeoutStartSec=90\n\
+         TimeoutStopSec=60\n\
+         Nice=-10\n\
+         LimitMEMLOCK=infinity"
+    );
+    if let Some(n) = l.config.monitoring.rlimit_nofile {
+        let _ = writeln!(u, "LimitNOFILE={n}");
+    }
+    let _ = writeln!(
+        u,
+        "StateDirectory=picosnitch\n\
+         LogsDirectory=picosnitch\n\
+         RuntimeDirectory=picosnitch\n\
+         # The API socket lives there too.\n\
+         RuntimeDirectoryPreserve=yes\n\
+         ConfigurationDirectory=picosnitch\n\
+         UMask=0077"
+    );
+    for (cap, why) in &caps {
+        let _ = writeln!(u, "# {cap}: {why}");
+    }
+    let names: Vec<&str> = caps.iter().map(|(c, _)| *c).collect();
+    let _ = writeln!(
+        u,
+        "CapabilityBoundingSet={}\n\
+         NoNewPrivileges=yes\n\
+         ProtectSystem=strict\n\
+         ProtectHome={home}\n\
+         PrivateTmp=yes\n\
+         PrivateDevices=yes\n\
+         PrivateMounts=yes\n\
+         PrivateIPC=yes\n\
+         ProtectKernelTunables=yes\n\
+         ProtectKernelModules=yes\n\
+         ProtectKernelLogs=yes\n\
+         ProtectControlGroups=yes\n\
+         ProtectClock=yes\n\
+         ProtectHostname=yes\n\
+         RestrictNamespaces=yes\n\
+         RestrictRealtime=yes\n\
+         RestrictSUIDSGID=yes\n\
+         LockPersonality=yes\n\
+         MemoryDenyWriteExecute=yes\n\
+         KeyringMode=private\n\
+         DevicePolicy=closed\n\
+         SystemCallArchitectures=native\n\
+         SystemCallFilter=@system-service bpf perf_event_open fanotify_init fanotify_mark\n\
+         SystemCallFilter=~@obsolete @clock @cpu-emulation @module @mount @raw-io @reboot @swap\n\
+         SystemCallErrorNumber=EPERM",
+        names.join(" ")
+    );
+    if network {
+        let _ = writeln!(
+            u,
+            "# VirusTotal or a remote database: the network stays reachable.\n\
+             PrivateNetwork=no\n\
+             RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"
+        );
+    } else {
+        let _ = writeln!(
+            u,
+            "# The API sockets come from {SOCKET}; nothing else needs the network.\n\
+             PrivateNetwork=yes\n\
+             IPAddressDeny=any\n\
+             RestrictAddressFamilies=AF_UNIX"
+        );
+    }
+    let _ = writeln!(u, "\n[Install]\nWantedBy=multi-user.target");
+    u
+}
+
+pub fn socket_unit(group: &str) -> String {
+    format!(
+        "# Written by `picosnitch systemd`: the API's sockets, passed to {SERVICE}.\n\
+         [Unit]\n\
+         Description=picosnitch API sockets\n\
+         \n\
+         [Socket]\n\
+         ListenStream=127.0.0.1:5100\n\
+         ListenStream=/run/picosnitch/api.sock\n\
+         FileDescriptorName=api\n\
+         SocketMode=0660\n\
+         SocketGroup={group}\n\
+         DirectoryMode=0755\n\
+         RemoveOnStop=yes\n\
+         Service={SERVICE}\n\
+         \n\
+         [Install]\n\
+         WantedBy=sockets.target\n"
+    )
+}
+
+fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+/// `picosnitch systemd [--config FILE]`: writes both units into /etc/systemd/system (under
+/// `$PICOSNITCH_ROOT` when set) and reloads systemd when it runs.
+pub fn systemd(config: Option<PathBuf>) -> ExitCode {
+    let paths = Paths::from_env();
+    let cfg_path = config.clone().unwrap_or_else(|| paths.config.clone());
+    let loaded = match crate::config::load(&cfg_path, config.is_some()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("picosnitch: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("picosnitch: warning: {w}");
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("picosnitch: cannot tell where this binary is: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if under(&exe, &["/tmp", "/var/tmp"]) {
+        eprintln!(
+            "picosnitch: warning: {} is in a temporary directory the service cannot see \
+             (PrivateTmp=yes): install it to /usr/local/bin first",
+            exe.display()
+        );
+    }
+    let input = UnitInput {
+        exe: &exe,
+        config: config.as_deref(),
+        loaded: &loaded,
+        group: &loaded.config.data.group,
+    };
+    let result = std::fs::create_dir_all(&paths.unit_dir)
+        .and_then(|()| write_file(&paths.unit_dir.join(SERVICE), &service_unit(&input)))
+        .and_then(|()| write_file(&paths.unit_dir.join(SOCKET), &socket_unit(input.group)));
+    if let Err(e) = result {
+        eprintln!(
+            "picosnitch: cannot write the units to {}: {e}",
+            paths.unit_dir.display()
+        );
+        return ExitCode::from(73);
+    }
+    println!(
+        "wrote {} and {}",
+        paths.unit_dir.join(SERVICE).display(),
+        paths.unit_dir.join(SOCKET).display()
+    );
+    if crate::paths::root_from_env().is_none() && systemd_booted() {
+        let ok = std::process::Command::new("systemctl")
+            .arg("daemon-reload")
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("picosnitch: warning: `systemctl daemon-reload` failed");
+        }
+        println!("start it with: systemctl enable --now {SOCKET} {SERVICE}");
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, DataAccess, LogFilters};
+
+    fn loaded(config: Config, data: DataAccess) -> Loaded {
+        Loaded {
+            config,
+            warnings: Vec::new(),
+            data,
+            log_filters: LogFilters::default(),
+            remote_database: false,
+        }
+    }
+
+    #[test]
+    fn privileges_follow_the_config() {
+        let l = loaded(Config::default(), DataAccess::default());
+        let i = UnitInput {
+            exe: Path::new("/usr/local/bin/picosnitch"),
+            config: None,
+            loaded: &l,
+            group: "root",
+        };
+        let u = service_unit(&i);
+        assert!(
+            u.contains("ExecStart=/usr/local/bin/picosnitch start-no-daemon\n"),
+            "{u}"
+        );
+        assert!(u.contains(
+            "CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_SYS_ADMIN CAP_SYS_PTRACE \
+             CAP_DAC_READ_SEARCH CAP_SETUID CAP_SETGID CAP_KILL\n"
+        ));
+        assert!(u.contains("PrivateNetwork=yes\n") && u.contains("ProtectHome=read-only\n"));
+        assert!(u.contains("RestartPreventExitStatus=69 77 78\n"));
+
+        let mut c = Config::default();
+        c.desktop.notifications = false;
+        c.virustotal.api_key = "k".repeat(64);
+        let data = DataAccess {
+            uid: 1000,
+            gid: 4,
+            mode: 0o640,
+        };
+        let l = loaded(c, data);
+        let i = UnitInput {
+            config: Some(Path::new("/etc/ps.toml")),
+            loaded: &l,
+            ..i
+        };
+        let u = service_unit(&i);
+        assert!(u.contains("start-no-daemon --config /etc/ps.toml\n"), "{u}");
+        assert!(u.contains(
+            "CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_SYS_ADMIN CAP_SYS_PTRACE \
+             CAP_DAC_READ_SEARCH CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE\n"
+        ));
+        assert!(u.contains("PrivateNetwork=no\n") && u.contains("ProtectHome=yes\n"));
+        assert!(socket_unit("adm").contains("SocketGroup=adm\n"));
+    }
+}
