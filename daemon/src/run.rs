@@ -76,8 +76,11 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         }
     };
     // Like auditd: a monitor that falls behind under load misses short-lived processes.
-    // SAFETY: setpriority on the calling process has no memory-safety preconditions.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) } != 0 {
+    // (The unit sets Nice=-10 itself and forbids setpriority.)
+    // SAFETY: getpriority/setpriority on the calling process have no memory-safety preconditions.
+    if unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) } > -10
+        && unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) } != 0
+    {
         tracing::info!(
             "cannot raise scheduling priority: {}",
             std::io::Error::last_os_error()

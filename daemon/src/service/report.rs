@@ -88,32 +88,48 @@ fn live(out: &mut String, s: &Snapshot) {
     let _ = writeln!(out, "identity:  {ident}");
 }
 
+/// Rows in `connections`, the last run's hook set, and losses summed by source.
+struct DbFacts {
+    rows: i64,
+    hook_set: Option<String>,
+    losses: Vec<(String, i64)>,
+}
+
+fn read_db(db: &Path) -> rusqlite::Result<DbFacts> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    let conn = Connection::open_with_flags(db, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(2))?;
+    let rows: i64 = conn.query_row("SELECT count(*) FROM connections", [], |r| r.get(0))?;
+    let hook_set: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'hook_set'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let mut st = conn.prepare(
+        "SELECT source, sum(count) FROM losses GROUP BY source ORDER BY sum(count) DESC, source",
+    )?;
+    let losses = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(DbFacts {
+        rows,
+        hook_set,
+        losses,
+    })
+}
+
 fn database(out: &mut String, db: &Path) {
     if !db.exists() {
         let _ = writeln!(out, "database:  {} (not created yet)", db.display());
         return;
     }
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-    let read = || -> rusqlite::Result<(i64, Option<String>, Vec<(String, i64)>)> {
-        let conn = Connection::open_with_flags(db, flags)?;
-        conn.busy_timeout(std::time::Duration::from_secs(2))?;
-        let rows: i64 = conn.query_row("SELECT count(*) FROM connections", [], |r| r.get(0))?;
-        let hook: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'hook_set'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        let mut st = conn.prepare(
-            "SELECT source, sum(count) FROM losses GROUP BY source ORDER BY sum(count) DESC, source",
-        )?;
-        let losses = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok((rows, hook, losses))
-    };
-    match read() {
-        Ok((rows, hook, losses)) => {
-            let hook = hook
+    match read_db(db) {
+        Ok(DbFacts {
+            rows,
+            hook_set,
+            losses,
+        }) => {
+            let hook = hook_set
                 .map(|h| format!(", last hook set {h}"))
                 .unwrap_or_default();
             let _ = writeln!(out, "database:  {}, {rows} rows{hook}", db.display());

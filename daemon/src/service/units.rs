@@ -152,7 +152,8 @@ pub fn service_unit(i: &UnitInput) -> String {
          DevicePolicy=closed\n\
          SystemCallArchitectures=native\n\
          SystemCallFilter=@system-service bpf perf_event_open fanotify_init fanotify_mark\n\
-         SystemCallFilter=~@obsolete @clock @cpu-emulation @module @mount @raw-io @reboot @swap\n\
+         SystemCallFilter=~@obsolete @clock @cpu-emulation @module @mount @raw-io @reboot @swap \
+         @resources\n\
          SystemCallErrorNumber=EPERM",
         names.join(" ")
     );

@@ -1,0 +1,269 @@
+//! systemd: the daemon as systemd sees it: READY=1 only once the hooks are attached and the
+//! database exists, STATUS= with live counters, WATCHDOG=1, STOPPING=1 then a full flush; API
+//! sockets passed by systemd-socket-activate; the generated units pass `systemd-analyze verify`
+//! and score well in `systemd-analyze security`.
+mod common;
+mod service_support;
+
+use common::{copy_exe, rows_for_exe, run_json, sum, trafficgen, DbRow};
+use service_support::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+#[test]
+fn ready_status_watchdog_stopping_then_everything_is_written() {
+    let root = tempfile::tempdir().unwrap();
+    let db = root.path().join("var/lib/picosnitch/picosnitch.db");
+    let notify = NotifySocket::bind(root.path());
+    // A window far longer than the test: only the flush after STOPPING=1 can write the rows.
+    let mut cmd = daemon_command(root.path(), "[database]\nwrite_limit_seconds = 3600\n");
+    cmd.env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "3000000");
+    let mut svc = Service::spawn(cmd);
+
+    let first = notify
+        .recv(SECS(30))
+        .unwrap_or_else(|| panic!("no notification:\n{}", svc.log()));
+    // The first message is the readiness, sent once everything it promises is true.
+    let fds = fd_targets(svc.pid());
+    assert!(first.lines().any(|l| l == "READY=1"), "{first:?}");
+    assert!(
+        first.contains("STATUS=hook set tp_btf; 0 rows written"),
+        "{first:?}"
+    );
+    assert!(db.exists(), "READY=1 before the database exists");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'connections'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 1, "READY=1 before the schema exists");
+    let links = fds.iter().filter(|(_, t)| t.contains("bpf_link")).count();
+    assert!(links >= 2, "READY=1 before the hooks are attached: {fds:?}");
+
+    // The watchdog is pinged from the main loop, about once a second.
+    let t = Instant::now();
+    let mut pings = 0;
+    while t.elapsed() < SECS(4) {
+        if let Some(m) = notify.recv(Duration::from_millis(500)) {
+            pings += m.lines().filter(|l| *l == "WATCHDOG=1").count();
+        }
+    }
+    assert!(pings >= 2, "{pings} watchdog pings in 4 s");
+
+    let dir = tempfile::tempdir().unwrap();
+    let exe = copy_exe(&trafficgen(), dir.path(), "tg-notify");
+    let json = run_json(Command::new(&exe).args(["tcp-duplex", "--bytes", "424242"]));
+    svc.signal(libc::SIGTERM);
+    let msgs = notify.until("STOPPING=1", SECS(10));
+    let last = msgs.last().unwrap();
+    assert!(
+        last.contains("STATUS=stopping: writing the open window"),
+        "{last:?}"
+    );
+    let status = svc.wait(SECS(30));
+    assert!(status.success(), "{status}\n{}", svc.log());
+    let rows = rows_for_exe(&db, &exe);
+    let client: Vec<&DbRow> = rows
+        .iter()
+        .filter(|r| r.lport == json["lport"].as_i64().unwrap())
+        .collect();
+    assert_eq!(sum(&client), (424242, 424242), "{}", svc.log());
+}
+
+#[test]
+fn status_counts_rows_as_they_are_written() {
+    let root = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(root.path());
+    let mut cmd = daemon_command(root.path(), "[database]\nwrite_limit_seconds = 1\n");
+    cmd.env("NOTIFY_SOCKET", &notify.path);
+    let mut svc = Service::spawn(cmd);
+    notify.until("READY=1", SECS(30));
+    let dir = tempfile::tempdir().unwrap();
+    let exe = copy_exe(&trafficgen(), dir.path(), "tg-status");
+    run_json(Command::new(&exe).args(["tcp-up", "--bytes", "2000000"]));
+    // Without a watchdog only changes are sent: a STATUS= with rows and megabytes comes.
+    let t = Instant::now();
+    let mut status = String::new();
+    while t.elapsed() < SECS(15) && !status.contains("MB sent") {
+        if let Some(m) = notify.recv(Duration::from_millis(500)) {
+            assert!(
+                !m.contains("WATCHDOG=1"),
+                "no watchdog was asked for: {m:?}"
+            );
+            if let Some(s) = m.lines().find_map(|l| l.strip_prefix("STATUS=")) {
+                status = s.to_string();
+            }
+        }
+    }
+    assert!(status.starts_with("hook set tp_btf; "), "{status:?}");
+    let rows: u64 = status
+        .split("; ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(rows >= 1 && status.contains("MB sent"), "{status:?}");
+    svc.signal(libc::SIGTERM);
+    assert!(svc.wait(SECS(30)).success());
+}
+
+#[test]
+fn socket_activation_hands_over_the_api_listeners() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sock = root.path().join("activated/api.sock");
+    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+    let cfg = root.path().join("config.toml");
+    std::fs::write(&cfg, "[database]\nwrite_limit_seconds = 1\n").unwrap();
+    let notify = NotifySocket::bind(root.path());
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.arg(format!("--listen=127.0.0.1:{port}"))
+        .arg(format!("--listen={}", sock.display()))
+        .arg("--fdname=api:api")
+        .arg(format!(
+            "--setenv=PICOSNITCH_ROOT={}",
+            root.path().display()
+        ))
+        .arg(format!("--setenv=NOTIFY_SOCKET={}", notify.path.display()))
+        .args([BIN, "start-no-daemon", "--config"])
+        .arg(&cfg);
+    let mut svc = Service::spawn(cmd);
+    // systemd-socket-activate binds, then starts the daemon at the first connection.
+    let bound_by_activator = {
+        let t = Instant::now();
+        loop {
+            if let Some(ino) = tcp_listener_inode(port) {
+                break ino;
+            }
+            assert!(t.elapsed() < SECS(10), "{}", svc.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let _first = std::net::TcpStream::connect(("127.0.0.1", port)).expect("tcp connect");
+    notify.until("READY=1", SECS(30));
+    svc.wait_log("API sockets activated by systemd: 2", SECS(5));
+    let log = svc.log();
+    assert!(
+        log.contains(&format!("tcp 127.0.0.1:{port}")) && log.contains("api.sock"),
+        "{log}"
+    );
+    assert!(!log.contains("bound by the daemon"), "{log}");
+    // The daemon holds the activator's very socket: the listening inode is among its fds, and
+    // it did not bind one of its own.
+    let fds = fd_targets(svc.pid());
+    let want = format!("socket:[{bound_by_activator}]");
+    assert!(fds.iter().any(|(_, t)| *t == want), "{want} not in {fds:?}");
+    assert!(
+        !root.path().join("run/picosnitch/api.sock").exists(),
+        "the daemon bound its own unix socket"
+    );
+    std::net::TcpStream::connect(("127.0.0.1", port)).expect("second tcp connect");
+    std::os::unix::net::UnixStream::connect(&sock).expect("unix connect");
+    svc.signal(libc::SIGTERM);
+    assert!(svc.wait(SECS(30)).success(), "{}", svc.log());
+}
+
+#[test]
+fn without_activation_the_daemon_binds_its_unix_socket() {
+    let root = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(root.path());
+    let mut cmd = daemon_command(root.path(), "[data]\ngroup = \"nogroup\"\n");
+    cmd.env("NOTIFY_SOCKET", &notify.path);
+    let mut svc = Service::spawn(cmd);
+    notify.until("READY=1", SECS(30));
+    svc.wait_log("API sockets bound by the daemon", SECS(5));
+    let sock = root.path().join("run/picosnitch/api.sock");
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(&sock).unwrap();
+    assert_eq!((m.mode() & 0o777, m.gid()), (0o660, 65534));
+    std::os::unix::net::UnixStream::connect(&sock).expect("unix connect");
+    svc.signal(libc::SIGTERM);
+    assert!(svc.wait(SECS(30)).success(), "{}", svc.log());
+    assert!(!sock.exists(), "the socket file is removed at exit");
+}
+
+/// The exposure score `systemd-analyze security --offline=yes` gives `unit`.
+fn exposure(dir: &std::path::Path, unit: &str) -> f64 {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager", unit])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no score: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    let score = line
+        .split(':')
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read {line}"));
+    println!("{unit} in {}: {line}", dir.display());
+    score
+}
+
+#[test]
+fn generated_units_verify_and_are_hardened() {
+    for (name, config, max) in [
+        ("default", "", 3.0),
+        ("no desktop", "[desktop]\nnotifications = false\n", 3.0),
+        (
+            "virustotal and a data group",
+            "[virustotal]\napi_key = \"0123456789abcdef0123456789abcdef\"\n\
+             [data]\ngroup = \"adm\"\nmode = \"0640\"\n",
+            4.0,
+        ),
+    ] {
+        let root = tempfile::tempdir().unwrap();
+        let cfg_dir = root.path().join("etc/picosnitch");
+        std::fs::create_dir_all(&cfg_dir).unwrap();
+        std::fs::write(cfg_dir.join("config.toml"), config).unwrap();
+        let (code, out, err) = verb(root.path(), &["systemd"]);
+        assert_eq!(code, 0, "{name}: {out}{err}");
+        let units = root.path().join("etc/systemd/system");
+        let service = std::fs::read_to_string(units.join("picosnitch.service")).unwrap();
+        let socket = std::fs::read_to_string(units.join("picosnitch.socket")).unwrap();
+        assert!(
+            service.contains(&format!("ExecStart={BIN} start-no-daemon\n")),
+            "{service}"
+        );
+        assert!(service.contains("Type=notify\n") && service.contains("WatchdogSec="));
+        assert!(service.contains("RestartPreventExitStatus=69 77 78\n"));
+        for cap in [
+            "CAP_BPF",
+            "CAP_PERFMON",
+            "CAP_SYS_ADMIN",
+            "CAP_SYS_PTRACE",
+            "CAP_DAC_READ_SEARCH",
+        ] {
+            assert!(service.contains(&format!(" {cap}")), "{name}: {cap}");
+        }
+        assert!(socket.contains("ListenStream=127.0.0.1:5100\n"));
+        assert!(socket.contains("ListenStream=/run/picosnitch/api.sock\n"));
+        assert!(socket.contains("SocketMode=0660\n"));
+        let out = Command::new("systemd-analyze")
+            .args(["verify", "picosnitch.service", "picosnitch.socket"])
+            .current_dir(&units)
+            .output()
+            .unwrap();
+        let verify = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && verify.trim().is_empty(),
+            "{name}: {verify}"
+        );
+        let score = exposure(&units, "picosnitch.service");
+        assert!(score <= max, "{name}: exposure {score} > {max}");
+    }
+}
