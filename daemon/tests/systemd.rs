@@ -267,3 +267,153 @@ fn generated_units_verify_and_are_hardened() {
         assert!(score <= max, "{name}: exposure {score} > {max}");
     }
 }
+
+/// Every system call group `systemd-analyze syscall-filter` knows, as group → entries.
+fn syscall_groups() -> std::collections::HashMap<String, Vec<String>> {
+    let out = Command::new("systemd-analyze")
+        .args(["syscall-filter", "--no-pager"])
+        .output()
+        .unwrap();
+    let mut groups = std::collections::HashMap::new();
+    let mut current: Option<String> = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(g) = line.strip_prefix('@') {
+            current = Some(format!("@{}", g.trim()));
+            continue;
+        }
+        let entry = line.trim();
+        if entry.is_empty() || entry.starts_with('#') {
+            continue;
+        }
+        if let Some(g) = &current {
+            groups
+                .entry(g.clone())
+                .or_insert_with(Vec::new)
+                .push(entry.to_string());
+        }
+    }
+    groups
+}
+
+fn expand(
+    name: &str,
+    groups: &std::collections::HashMap<String, Vec<String>>,
+    out: &mut std::collections::BTreeSet<String>,
+) {
+    match groups.get(name) {
+        Some(entries) if name.starts_with('@') => {
+            for e in entries {
+                expand(e, groups, out);
+            }
+        }
+        _ => {
+            out.insert(name.to_string());
+        }
+    }
+}
+
+/// The system calls the generated unit's SystemCallFilter= lines allow.
+fn allowed_syscalls(unit: &str) -> std::collections::BTreeSet<String> {
+    let groups = syscall_groups();
+    let mut allowed = std::collections::BTreeSet::new();
+    // The allow-list always contains @default.
+    expand("@default", &groups, &mut allowed);
+    for line in unit.lines() {
+        let Some(v) = line.strip_prefix("SystemCallFilter=") else {
+            continue;
+        };
+        if let Some(denied) = v.strip_prefix('~') {
+            let mut deny = std::collections::BTreeSet::new();
+            for name in denied.split_whitespace() {
+                expand(name, &groups, &mut deny);
+            }
+            allowed.retain(|s| !deny.contains(s));
+        } else {
+            for name in v.split_whitespace() {
+                expand(name, &groups, &mut allowed);
+            }
+        }
+    }
+    allowed
+}
+
+#[test]
+fn the_daemon_only_makes_the_system_calls_its_unit_allows() {
+    let root = tempfile::tempdir().unwrap();
+    let (code, out, err) = verb(root.path(), &["systemd"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let unit =
+        std::fs::read_to_string(root.path().join("etc/systemd/system/picosnitch.service")).unwrap();
+    let allowed = allowed_syscalls(&unit);
+    assert!(allowed.contains("bpf") && allowed.contains("read") && !allowed.contains("mount"));
+    assert!(unit.contains("RestrictAddressFamilies=AF_UNIX\n"));
+
+    // The daemon as the unit runs it: activated sockets, notify socket, watchdog; under strace.
+    let port = free_port();
+    let sock = root.path().join("api.sock");
+    let cfg = root.path().join("config.toml");
+    std::fs::write(&cfg, "[database]\nwrite_limit_seconds = 1\n").unwrap();
+    let notify = NotifySocket::bind(root.path());
+    let trace = root.path().join("strace.out");
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.arg(format!("--listen=127.0.0.1:{port}"))
+        .arg(format!("--listen={}", sock.display()))
+        .arg(format!(
+            "--setenv=PICOSNITCH_ROOT={}",
+            root.path().display()
+        ))
+        .arg(format!("--setenv=NOTIFY_SOCKET={}", notify.path.display()))
+        .arg("--setenv=WATCHDOG_USEC=5000000")
+        // Nice=-10 as in the unit; strace -D runs aside, so the daemon keeps the pid
+        // LISTEN_PID names.
+        .args(["nice", "-n", "-10", "strace", "-D", "-f", "-qq", "-o"])
+        .arg(&trace)
+        .args([BIN, "start-no-daemon", "--config"])
+        .arg(&cfg);
+    let mut svc = Service::spawn(cmd);
+    wait_for("the activator listens", SECS(10), || {
+        tcp_listener_inode(port).is_some()
+    });
+    let _c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    notify.until("READY=1", SECS(60));
+    svc.wait_log("API sockets activated by systemd: 2", SECS(5));
+    let dir = tempfile::tempdir().unwrap();
+    let exe = copy_exe(&trafficgen(), dir.path(), "tg-seccomp");
+    run_json(Command::new(&exe).args(["udp-unconnected", "--count", "20"]));
+    notify.until("WATCHDOG=1", SECS(10));
+    std::thread::sleep(SECS(2));
+    svc.signal(libc::SIGTERM);
+    notify.until("STOPPING=1", SECS(20));
+    assert!(svc.wait(SECS(60)).success(), "{}", svc.log());
+
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    let mut families = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        // "PID name(args…" — resumed calls, signals and exits are not new calls.
+        let rest = line.split_once(' ').map_or(line, |(_, r)| r).trim_start();
+        if rest.starts_with('<') || rest.starts_with("---") || rest.starts_with("+++") {
+            continue;
+        }
+        let Some((name, args)) = rest.split_once('(') else {
+            continue;
+        };
+        if name == "execve" && args.contains("systemd-socket-activate") {
+            continue;
+        }
+        used.insert(name.to_string());
+        if name == "socket" {
+            families.insert(args.split([',', ')']).next().unwrap_or("").to_string());
+        }
+    }
+    assert!(used.contains("bpf"), "{used:?}");
+    let denied: Vec<&String> = used.iter().filter(|s| !allowed.contains(*s)).collect();
+    assert!(
+        denied.is_empty(),
+        "system calls the unit would refuse: {denied:?}\n(used: {used:?})"
+    );
+    assert!(
+        families.iter().all(|f| f == "AF_UNIX"),
+        "sockets of families the unit refuses: {families:?}"
+    );
+}
