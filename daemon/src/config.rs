@@ -191,6 +191,23 @@ pub struct Loaded {
 /// Loads the config; a missing file at the default path means defaults, a missing `--config`
 /// file is an error.
 pub fn load(path: &Path, must_exist: bool) -> Result<Loaded, ConfigError> {
+    load_with(path, must_exist, Names::MustExist)
+}
+
+/// Loads `path` for `check-config`: like [`load`], but a `[data]` owner or group that does not
+/// exist on this machine is a warning (the file may be checked where it is built, not where it
+/// runs; the daemon itself refuses to start without them).
+pub fn check(path: &Path) -> Result<Loaded, ConfigError> {
+    load_with(path, true, Names::MayBeMissing)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Names {
+    MustExist,
+    MayBeMissing,
+}
+
+fn load_with(path: &Path, must_exist: bool, names: Names) -> Result<Loaded, ConfigError> {
     let mut fig = Figment::from(Serialized::defaults(Config::default()));
     if path.exists() || must_exist {
         // Read it ourselves so an unreadable file is an error naming it, not silent defaults.
@@ -208,7 +225,7 @@ pub fn load(path: &Path, must_exist: bool) -> Result<Loaded, ConfigError> {
             .filter(|k| k.as_str().contains("__"))
             .split("__"),
     );
-    let warnings = unknown_keys(&fig);
+    let mut warnings = unknown_keys(&fig);
     let remote_database = fig
         .find_value("database.remote")
         .is_ok_and(|v| v.as_dict().is_some_and(|d| !d.is_empty()));
@@ -216,7 +233,10 @@ pub fn load(path: &Path, must_exist: bool) -> Result<Loaded, ConfigError> {
         .extract()
         .map_err(|e| ConfigError::Invalid(describe::figment_error(e)))?;
     validate(&config)?;
-    let data = config.data.resolve()?;
+    let data = match names {
+        Names::MustExist => config.data.resolve()?,
+        Names::MayBeMissing => config.data.resolve_or_warn(&mut warnings)?,
+    };
     let log_filters = config.log.filters()?;
     config.virustotal.check()?;
     Ok(Loaded {

@@ -46,29 +46,64 @@ impl Default for DataAccess {
 impl Data {
     /// Resolves the names and parses the mode; every problem names its key.
     pub fn resolve(&self) -> Result<DataAccess, Problem> {
-        let uid = lookup_id(&self.owner, IdKind::User).ok_or_else(|| {
+        let uid = self.uid()?;
+        let gid = self.gid()?;
+        Ok(DataAccess {
+            uid,
+            gid,
+            mode: self.mode()?,
+        })
+    }
+
+    /// Like [`Data::resolve`], but a user or group missing on this machine is a warning (and
+    /// root's id stands in for it).
+    pub fn resolve_or_warn(&self, warnings: &mut Vec<String>) -> Result<DataAccess, Problem> {
+        let mut missing = |r: Result<u32, Problem>| {
+            r.unwrap_or_else(|p| {
+                warnings.push(format!(
+                    "{p} (not on this machine; the daemon will not start where it is missing)"
+                ));
+                0
+            })
+        };
+        let uid = missing(self.uid());
+        let gid = missing(self.gid());
+        Ok(DataAccess {
+            uid,
+            gid,
+            mode: self.mode()?,
+        })
+    }
+
+    fn uid(&self) -> Result<u32, Problem> {
+        lookup_id(&self.owner, IdKind::User).ok_or_else(|| {
             Problem::new(
                 "data.owner",
                 format!("{:?}", self.owner),
                 "use the name (or number) of an existing user, such as \"root\"",
             )
-        })?;
-        let gid = lookup_id(&self.group, IdKind::Group).ok_or_else(|| {
+        })
+    }
+
+    fn gid(&self) -> Result<u32, Problem> {
+        lookup_id(&self.group, IdKind::Group).ok_or_else(|| {
             Problem::new(
                 "data.group",
                 format!("{:?}", self.group),
                 "use the name (or number) of an existing group, such as \"root\" or \"adm\"",
             )
-        })?;
-        let mode = parse_mode(&self.mode).ok_or_else(|| {
+        })
+    }
+
+    fn mode(&self) -> Result<u32, Problem> {
+        parse_mode(&self.mode).ok_or_else(|| {
             Problem::new(
                 "data.mode",
                 format!("{:?}", self.mode),
                 "use an octal mode string such as \"0644\" or \"0640\": permission bits only, \
                  readable and writable by the owner, not writable by other users",
             )
-        })?;
-        Ok(DataAccess { uid, gid, mode })
+        })
     }
 }
 

@@ -18,9 +18,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// `picosnitch check-config FILE`: loads FILE as the daemon would (with `PICOSNITCH_*`
-/// overrides), prints the warnings, and exits 0 when it is valid, 78 when not.
+/// overrides), prints the warnings, and exits 0 when it is valid, 78 when not. A `[data]` user
+/// or group missing on this machine is only a warning here.
 pub fn check_config(path: &Path) -> ExitCode {
-    match crate::config::load(path, true) {
+    match crate::config::check(path) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("picosnitch: warning: {w}");

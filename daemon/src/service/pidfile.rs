@@ -79,6 +79,9 @@ impl PidFile {
             }
             return Err(io(e));
         }
+        // Readable by everyone whatever the umask: `picosnitch status` as any user.
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .map_err(io)?;
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
