@@ -1,5 +1,6 @@
 //! connlog.rs: `conn.log`, every stored row as a CSV line with picosnitch 2's 25 fields
-//! (`[database] text_log`), appended the way every root-written log is (see notify::exelog).
+//! (`[database] text_log`), appended the way every root-written log is (see logfile.rs).
+use crate::config::DataAccess;
 use crate::model::{ExeIdent, Row};
 use crate::notify::exelog::{local_time, ExeLog};
 use std::io;
@@ -10,9 +11,10 @@ pub struct ConnLog {
 }
 
 impl ConnLog {
-    pub fn new(path: PathBuf) -> Self {
+    /// `access`: the `[data]` owner, group and mode.
+    pub fn new(path: PathBuf, access: DataAccess) -> Self {
         ConnLog {
-            out: ExeLog::new(path),
+            out: ExeLog::new(path, access),
         }
     }
 

@@ -175,7 +175,7 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
             conn_log: cfg
                 .database
                 .text_log
-                .then(|| crate::connlog::ConnLog::new(paths.conn_log.clone())),
+                .then(|| crate::connlog::ConnLog::new(paths.conn_log.clone(), data)),
             filter: crate::filter::Filter::new(crate::filter::Rules::default()),
         },
     ) {
