@@ -181,8 +181,7 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// `[data]` with names resolved to ids.
     pub data: DataAccess,
-    /// The `[log]` ignore lists, parsed (the filters that apply them come next).
-    #[allow(dead_code)]
+    /// The `[log]` ignore lists, parsed (applied by `filter.rs`).
     pub log_filters: LogFilters,
     /// A `[database.remote]` table is configured (the daemon then talks to the network).
     pub remote_database: bool,

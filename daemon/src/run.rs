@@ -176,7 +176,7 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
                 .database
                 .text_log
                 .then(|| crate::connlog::ConnLog::new(paths.conn_log.clone(), data)),
-            filter: crate::filter::Filter::new(crate::filter::Rules::default()),
+            filter: crate::filter::Filter::new(log_rules(&cfg.log, &loaded.log_filters)),
         },
     ) {
         Ok(s) => s,
@@ -228,6 +228,19 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fatal(e, 1),
+    }
+}
+
+/// The `[log]` switches and parsed ignore lists as the filter applies them.
+fn log_rules(log: &crate::config::Log, parsed: &crate::config::LogFilters) -> crate::filter::Rules {
+    crate::filter::Rules {
+        addresses: log.addresses,
+        commands: log.commands,
+        ports: log.ports,
+        ignore_ports: parsed.ports.iter().copied().collect(),
+        ignore_domains: parsed.domains.clone(),
+        ignore_ips: parsed.ips.clone(),
+        ignore_sha256: parsed.sha256.iter().cloned().collect(),
     }
 }
 

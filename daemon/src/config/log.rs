@@ -1,5 +1,5 @@
 //! config::log: `[log]`, what rows record (addresses, commands, ports) and what they leave out
-//! (ignore lists), parsed and checked entry by entry; the filters themselves apply elsewhere.
+//! (ignore lists), parsed and checked entry by entry; `filter.rs` applies them to stored rows.
 use super::Problem;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
