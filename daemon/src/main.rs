@@ -18,7 +18,7 @@ mod sink;
 mod store;
 mod window;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -89,6 +89,10 @@ enum Command {
         #[arg(long)]
         config_out: Option<PathBuf>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), generated from these commands.
+    Man,
     /// Deliver desktop notifications as the calling user (started by the daemon, never as root).
     #[command(hide = true)]
     NotifyHelper,
@@ -127,6 +131,24 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "picosnitch",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("picosnitch man: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Version => {
             println!("picosnitch {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
