@@ -1,10 +1,12 @@
 //! config.rs: defaults ← config file ← `PICOSNITCH_*` environment (figment), validated with errors
 //! that name the key, the value and what is allowed.
+mod api;
 mod data;
 mod describe;
 mod log;
 mod virustotal;
 
+pub use api::Api;
 pub use data::{Data, DataAccess};
 pub use log::{Log, LogFilters};
 pub use virustotal::VirusTotal;
@@ -84,6 +86,7 @@ pub struct Config {
     pub data: Data,
     pub log: Log,
     pub virustotal: VirusTotal,
+    pub api: Api,
 }
 
 /// Sections and keys this version understands; anything else is reported as unknown.
@@ -127,6 +130,7 @@ const KNOWN: &[(&str, &[&str])] = &[
         "virustotal",
         &["api_key", "file_upload", "request_limit_seconds"],
     ),
+    ("api", &["listen", "socket"]),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +242,7 @@ fn load_with(path: &Path, must_exist: bool, names: Names) -> Result<Loaded, Conf
     };
     let log_filters = config.log.filters()?;
     config.virustotal.check()?;
+    config.api.check(&mut warnings)?;
     Ok(Loaded {
         config,
         warnings,

@@ -1,4 +1,5 @@
 //! main.rs: command-line parsing and dispatch.
+mod api;
 mod collector;
 mod config;
 mod connlog;

@@ -100,7 +100,7 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     };
     // The API's sockets: activated by picosnitch.socket, or bound here. The API server serves
     // them; until it starts they are held so that no activated socket is lost.
-    let api_listeners = match service::listeners(&Fallback::new(&paths, data.gid)) {
+    let api_listeners = match service::listeners(&Fallback::new(&paths, &cfg.api, data.gid)) {
         Ok(l) => {
             let how = if l.activated {
                 "activated by systemd"
@@ -165,7 +165,9 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
             }
         }
     }
-    let db = store.path().display().to_string();
+    let db_path = store.path().to_path_buf();
+    let db = db_path.display().to_string();
+    let feed = crate::api::Feed::default();
     let sink = match Sink::start(
         store,
         identity.cache.clone(),
@@ -177,6 +179,7 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
                 .text_log
                 .then(|| crate::connlog::ConnLog::new(paths.conn_log.clone(), data)),
             filter: crate::filter::Filter::new(log_rules(&cfg.log, &loaded.log_filters)),
+            feed: feed.clone(),
         },
     ) {
         Ok(s) => s,
@@ -188,6 +191,7 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         }
     };
     let hook_set = collector.attached.hook_set;
+    let api_info = api_info(&collector.attached);
     let manager = Manager::from_env();
     if let Some(w) = manager.watchdog() {
         tracing::info!(
@@ -211,6 +215,8 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     let result = rt.block_on(async {
         // Handlers are installed before readiness is announced, so no signal is missed.
         let signals = Signals::install()?;
+        // From here on the API server owns the listeners (and the socket file bound here).
+        let api = api_listeners.map(|l| crate::api::start(l, db_path, feed, api_info));
         tracing::info!(
             hook_set,
             db,
@@ -219,15 +225,32 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         if let Some(why) = errorlog::take_failure() {
             tracing::warn!("{why}");
         }
-        pipeline.run(write_every, signals.stopped()).await
+        let result = pipeline.run(write_every, signals.stopped()).await;
+        drop(api);
+        result
     });
-    drop(api_listeners);
     match result {
         Ok(()) => {
             tracing::info!("picosnitch stopped; everything was written");
             ExitCode::SUCCESS
         }
         Err(e) => fatal(e, 1),
+    }
+}
+
+/// What the API reports about this run.
+fn api_info(attached: &crate::collector::Attached) -> crate::api::Info {
+    crate::api::Info {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        kernel: crate::collector::kernel::release(),
+        hook_set: attached.hook_set.to_string(),
+        refused: attached
+            .refused
+            .iter()
+            .map(|(set, why)| (set.to_string(), why.clone()))
+            .collect(),
+        skipped: attached.skipped.clone(),
+        started: crate::sink::now_unix(),
     }
 }
 

@@ -1,5 +1,7 @@
 //! sink.rs: the SQLite writer thread. Hashes closed windows, writes each in one transaction,
-//! keeps failed batches to retry (nothing is dropped while the process lives), runs retention.
+//! keeps failed batches to retry (nothing is dropped while the process lives), runs retention,
+//! and publishes what it committed to the query side (`api::Feed`).
+use crate::api::Feed;
 use crate::connlog::ConnLog;
 use crate::filter::Filter;
 use crate::identity::exe_cache::ExeCache;
@@ -33,6 +35,8 @@ pub struct Options {
     pub conn_log: Option<ConnLog>,
     /// `[log]` rules for stored rows.
     pub filter: Filter,
+    /// Where committed rows and loss reports are published (event feed, metrics).
+    pub feed: Feed,
 }
 
 pub struct Sink {
@@ -81,6 +85,7 @@ impl Sink {
             retention_days,
             mut conn_log,
             filter,
+            feed,
         } = opts;
         let (tx, rx) = mpsc::channel::<Msg>();
         let stats = Arc::new(SinkStats::default());
@@ -138,7 +143,7 @@ impl Sink {
                         }) => losses.push((contime, source, count)),
                         _ => {}
                     }
-                    write_pending(&mut store, &mut pending, &mut losses, &stats2);
+                    write_pending(&mut store, &mut pending, &mut losses, &stats2, &feed);
                     if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
                         last_retention = Some(Instant::now());
                         match store.retention(retention_days, now_unix()) {
@@ -213,14 +218,19 @@ fn write_pending(
     pending: &mut Vec<Vec<Row>>,
     losses: &mut Vec<(i64, String, u64)>,
     stats: &SinkStats,
+    feed: &Feed,
 ) {
     while let Some(batch) = pending.first() {
+        let started = Instant::now();
         match store.write_batch(batch) {
             Ok(_) => {
+                let took = started.elapsed();
                 stats.written(batch);
-                pending.remove(0);
+                let rows = pending.remove(0);
+                feed.committed(&rows, took);
             }
             Err(e) => {
+                feed.write_failed();
                 tracing::error!(
                     queued = pending.len(),
                     "cannot write to the database, will retry: {e}"
@@ -234,6 +244,7 @@ fn write_pending(
             tracing::error!("cannot record a loss report, will retry: {e}");
             return;
         }
+        feed.loss(*t, s, *n);
         losses.remove(0);
     }
 }

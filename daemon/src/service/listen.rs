@@ -25,11 +25,12 @@ pub struct Fallback {
 }
 
 impl Fallback {
-    /// 127.0.0.1:5100 and `api.sock` under the run directory of `paths`.
-    pub fn new(paths: &crate::paths::Paths, unix_gid: u32) -> Self {
+    /// What `[api]` asks for (by default 127.0.0.1:5100 and `api.sock` under the run directory
+    /// of `paths`).
+    pub fn new(paths: &crate::paths::Paths, api: &crate::config::Api, unix_gid: u32) -> Self {
         Fallback {
-            tcp: Some(SocketAddr::from(([127, 0, 0, 1], 5100))),
-            unix: Some(paths.api_socket.clone()),
+            tcp: api.tcp_addr(),
+            unix: api.socket.then(|| paths.api_socket.clone()),
             unix_gid,
         }
     }

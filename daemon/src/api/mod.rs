@@ -1,0 +1,117 @@
+//! api: the read-only HTTP API of the query side (JSON endpoints, the live event feed and
+//! /metrics), served on TCP and unix listeners from read-only database connections.
+//!
+//! - `listen.rs`: serving the listeners `service::listen` hands over.
+//! - `host.rs`: Host header check on loopback TCP listeners (DNS rebinding).
+//! - `params.rs`, `dims.rs`: query-string checking and the dimension whitelist.
+//! - `query.rs`, `exe.rs`: parameterised SQL for aggregates, distinct values, losses, drill-down.
+//! - `db.rs`: read-only connections in the blocking pool, bounded in time.
+//! - `feed.rs`, `events.rs`: what the writer publishes after each commit, and its live feed.
+//! - `metrics.rs`, `status.rs`: counters and facts, as Prometheus text and as JSON.
+mod db;
+mod dims;
+mod events;
+mod exe;
+mod feed;
+mod handlers;
+mod host;
+mod listen;
+mod metrics;
+mod params;
+mod query;
+mod status;
+
+pub use feed::Feed;
+pub use listen::Server;
+pub use status::Info;
+
+use crate::service::listen::Listeners;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use db::{QueryError, Reader};
+use params::BadRequest;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest a query may run before it is stopped.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every request handler shares.
+pub struct ApiState {
+    reader: Arc<Reader>,
+    feed: Feed,
+    info: Info,
+}
+
+/// An error answer: a status and a JSON body `{"error": "..."}`.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    message: String,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = Json(serde_json::json!({ "error": self.message }));
+        (self.status, body).into_response()
+    }
+}
+
+impl From<BadRequest> for Problem {
+    fn from(e: BadRequest) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, e.0)
+    }
+}
+
+impl From<QueryError> for Problem {
+    fn from(e: QueryError) -> Problem {
+        let status = match e {
+            QueryError::Timeout(_) | QueryError::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
+            QueryError::Open { .. } | QueryError::Sql(_) => {
+                tracing::error!("API query failed: {e}");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        Problem::new(status, e.to_string())
+    }
+}
+
+/// The routes, without and with the Host check.
+fn routers(state: Arc<ApiState>) -> (Router, Router) {
+    let app = Router::new()
+        .route("/api/v1/aggregate", get(handlers::aggregate))
+        .route("/api/v1/distinct", get(handlers::distinct))
+        .route("/api/v1/exe", get(handlers::exe))
+        .route("/api/v1/losses", get(handlers::losses))
+        .route("/api/v1/status", get(handlers::status))
+        .route("/api/v1/events", get(events::events))
+        .route("/metrics", get(handlers::metrics))
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(state);
+    let checked = app.clone().layer(axum::middleware::from_fn(host::check));
+    (app, checked)
+}
+
+/// Serves the API on `listeners` from read-only connections to the database at `db`. Must be
+/// called within a tokio runtime.
+pub fn start(listeners: Listeners, db: PathBuf, feed: Feed, info: Info) -> Server {
+    let state = Arc::new(ApiState {
+        reader: Arc::new(Reader::new(db, QUERY_TIMEOUT)),
+        feed,
+        info,
+    });
+    let (app, checked) = routers(state);
+    Server::start(listeners, app, checked)
+}
