@@ -20,6 +20,8 @@ mod metrics;
 mod params;
 mod query;
 mod status;
+#[cfg(test)]
+mod tests;
 
 pub use feed::Feed;
 pub use listen::Server;
