@@ -91,10 +91,7 @@ pub async fn exe(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Answ
             Selector::Exe(e) => format!("executable {e:?}"),
             Selector::Sha256(h) => format!("sha256 {h:?}"),
         };
-        Problem::new(
-            StatusCode::NOT_FOUND,
-            format!("no {what} was ever recorded"),
-        )
+        Problem::new(StatusCode::NOT_FOUND, format!("{what} was never recorded"))
     })
 }
 

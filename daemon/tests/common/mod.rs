@@ -24,9 +24,15 @@ pub struct Stopped {
 
 impl Daemon {
     /// Starts `picosnitch start-no-daemon` with `config` and waits until its hooks are attached.
+    /// Unless `config` has an `[api]` section, the API's TCP listener takes a free port (see
+    /// [`Daemon::api_addr`]), so daemons of tests running at the same time never collide.
     pub fn start(config: &str) -> Daemon {
         let root = tempfile::tempdir().expect("tempdir");
         let cfg = root.path().join("config.toml");
+        let mut config = config.to_string();
+        if !config.contains("[api]") {
+            config.push_str("\n[api]\nlisten = \"127.0.0.1:0\"\n");
+        }
         std::fs::write(&cfg, config).unwrap();
         let mut child = Command::new(BIN)
             .args(["start-no-daemon", "--config"])
@@ -64,6 +70,19 @@ impl Daemon {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// The address the API's TCP listener got, from the daemon's log.
+    pub fn api_addr(&self) -> Option<std::net::SocketAddr> {
+        self.log().lines().find_map(|l| {
+            let rest = l.split("API listening on http://").nth(1)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+    }
+
+    /// The API's unix socket.
+    pub fn api_socket(&self) -> PathBuf {
+        self.root.path().join("run/picosnitch/api.sock")
     }
 
     /// SIGTERM, then expects exit status 0 within 30 s.
