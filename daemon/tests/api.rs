@@ -393,7 +393,10 @@ fn every_endpoint_answers_from_real_traffic() {
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(v["hook_set"], "tp_btf");
     assert!(v["counters"]["rows_written"].as_u64().unwrap() >= 2, "{v}");
-    assert!(v["database"]["schema_version"].as_u64().unwrap() >= 3, "{v}");
+    assert!(
+        v["database"]["schema_version"].as_u64().unwrap() >= 3,
+        "{v}"
+    );
 
     // The live feeds saw exactly the rows of this executable.
     assert_eq!(sse.join().unwrap(), want, "SSE feed");

@@ -2,9 +2,9 @@
 //! event feed (a broadcast of the rows and loss reports just written, as JSON) and the counters
 //! behind /metrics. Publishing never blocks the writer; a slow reader misses windows and is told.
 use super::metrics::Metrics;
+use crate::model::Row;
 #[cfg(test)]
-use crate::model::RowKey;
-use crate::model::{ExeIdent, Row};
+use crate::model::{ExeIdent, RowKey};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,42 +45,68 @@ impl Default for Feed {
     }
 }
 
-fn level(prefix: &str, e: &ExeIdent, obj: &mut serde_json::Map<String, serde_json::Value>) {
-    obj.insert(format!("{prefix}exe"), e.exe.clone().into());
-    obj.insert(format!("{prefix}name"), e.name.clone().into());
-    obj.insert(format!("{prefix}sha256"), e.sha256.clone().into());
+/// A written row as the feed shows it: the aggregate dimension names, the parent's and
+/// grandparent's names and hashes, and the sums (serialised without copying a field).
+#[derive(serde::Serialize)]
+struct RowEvent<'a> {
+    kind: &'static str,
+    contime: i64,
+    exe: &'a str,
+    name: &'a str,
+    sha256: &'a str,
+    cmdline: &'a str,
+    pexe: &'a str,
+    pname: &'a str,
+    psha256: &'a str,
+    gpexe: &'a str,
+    gpname: &'a str,
+    gpsha256: &'a str,
+    uid: u32,
+    family: u16,
+    protocol: u16,
+    lport: i32,
+    rport: i32,
+    laddr: &'a str,
+    raddr: &'a str,
+    domain: &'a str,
+    netns: u32,
+    container: &'a str,
+    send: u64,
+    recv: u64,
+    events: u64,
 }
 
-/// A written row as the feed shows it: the aggregate dimension names, the parent's and
-/// grandparent's names and hashes, and the sums.
 pub fn row_json(r: &Row) -> String {
     let k = &r.key;
-    let mut obj = serde_json::Map::new();
-    obj.insert("kind".into(), "row".into());
-    obj.insert("contime".into(), r.contime.into());
-    level("", &k.exe, &mut obj);
-    obj.insert("cmdline".into(), k.exe.cmdline.clone().into());
-    level("p", &k.parent, &mut obj);
-    level("gp", &k.grandparent, &mut obj);
-    let rest = json!({
-        "uid": k.uid,
-        "family": k.family,
-        "protocol": k.protocol,
-        "lport": k.lport,
-        "rport": k.rport,
-        "laddr": k.laddr,
-        "raddr": k.raddr,
-        "domain": k.domain,
-        "netns": k.netns,
-        "container": k.container,
-        "send": r.send,
-        "recv": r.recv,
-        "events": r.events,
-    });
-    if let serde_json::Value::Object(m) = rest {
-        obj.extend(m);
-    }
-    serde_json::Value::Object(obj).to_string()
+    let ev = RowEvent {
+        kind: "row",
+        contime: r.contime,
+        exe: &k.exe.exe,
+        name: &k.exe.name,
+        sha256: &k.exe.sha256,
+        cmdline: &k.exe.cmdline,
+        pexe: &k.parent.exe,
+        pname: &k.parent.name,
+        psha256: &k.parent.sha256,
+        gpexe: &k.grandparent.exe,
+        gpname: &k.grandparent.name,
+        gpsha256: &k.grandparent.sha256,
+        uid: k.uid,
+        family: k.family,
+        protocol: k.protocol,
+        lport: k.lport,
+        rport: k.rport,
+        laddr: &k.laddr,
+        raddr: &k.raddr,
+        domain: &k.domain,
+        netns: k.netns,
+        container: &k.container,
+        send: r.send,
+        recv: r.recv,
+        events: r.events,
+    };
+    // Serialising plain strings and integers cannot fail.
+    serde_json::to_string(&ev).unwrap_or_default()
 }
 
 impl Feed {

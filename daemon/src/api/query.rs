@@ -32,10 +32,10 @@ impl Order {
 
     fn sql(self) -> &'static str {
         match self {
-            Order::Bytes => "(sum(c.send) + sum(c.recv)) DESC",
-            Order::Send => "sum(c.send) DESC",
-            Order::Recv => "sum(c.recv) DESC",
-            Order::Events => "sum(c.events) DESC",
+            Order::Bytes => "(sum(x.send) + sum(x.recv)) DESC",
+            Order::Send => "sum(x.send) DESC",
+            Order::Recv => "sum(x.recv) DESC",
+            Order::Events => "sum(x.events) DESC",
             Order::Key => "",
         }
     }
@@ -74,29 +74,44 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
-    /// The query; it asks for `limit + 1` rows so that a cut answer can say so.
+    /// The query; it asks for `limit + 1` rows so that a cut answer can say so. With dimensions,
+    /// rows are summed by their integer columns first and joined to the lookup tables after.
     pub fn sql(&self) -> Sql {
         let mut params = Vec::new();
+        let sums = "sum(c.send) AS send, sum(c.recv) AS recv, sum(c.events) AS events, \
+                    count(*) AS n FROM connections c";
+        let cond = conditions(self.range, &self.filters, &mut params);
+        if self.by.is_empty() {
+            let text = format!("SELECT {sums}{cond} LIMIT ?");
+            params.push(Value::Integer(i64::from(self.limit) + 1));
+            return Sql { text, params };
+        }
+        let columns = dims::columns(self.by.iter().copied());
+        let keys: Vec<String> = (1..=columns.len()).map(|i| i.to_string()).collect();
         let mut text = String::from("SELECT ");
         for d in &self.by {
             text.push_str(d.expr);
             text.push_str(", ");
         }
-        text.push_str("sum(c.send), sum(c.recv), sum(c.events), count(*) FROM connections c");
+        text.push_str("sum(x.send), sum(x.recv), sum(x.events), sum(x.n) FROM (SELECT ");
+        text.push_str(&columns.join(", "));
+        text.push_str(", ");
+        text.push_str(sums);
+        text.push_str(&cond);
+        text.push_str(" GROUP BY ");
+        text.push_str(&keys.join(", "));
+        text.push_str(") AS x");
         text.push_str(&dims::joins(self.by.iter().copied()));
-        text.push_str(&conditions(self.range, &self.filters, &mut params));
-        if !self.by.is_empty() {
-            let keys: Vec<String> = (1..=self.by.len()).map(|i| i.to_string()).collect();
-            text.push_str(" GROUP BY ");
-            text.push_str(&keys.join(", "));
-            text.push_str(" ORDER BY ");
-            let order = self.order.sql();
-            if !order.is_empty() {
-                text.push_str(order);
-                text.push_str(", ");
-            }
-            text.push_str(&keys.join(", "));
+        let groups: Vec<String> = (1..=self.by.len()).map(|i| i.to_string()).collect();
+        text.push_str(" GROUP BY ");
+        text.push_str(&groups.join(", "));
+        text.push_str(" ORDER BY ");
+        let order = self.order.sql();
+        if !order.is_empty() {
+            text.push_str(order);
+            text.push_str(", ");
         }
+        text.push_str(&groups.join(", "));
         text.push_str(" LIMIT ?");
         params.push(Value::Integer(i64::from(self.limit) + 1));
         Sql { text, params }
@@ -144,13 +159,14 @@ pub struct Distinct {
 impl Distinct {
     pub fn sql(&self) -> Sql {
         let mut params = Vec::new();
-        let mut text = format!(
-            "SELECT DISTINCT {} FROM connections c{}",
+        let cond = conditions(self.range, &self.filters, &mut params);
+        let text = format!(
+            "SELECT DISTINCT {} FROM (SELECT DISTINCT {} FROM connections c{cond}) AS x{} \
+             ORDER BY 1 LIMIT ?",
             self.dim.expr,
+            dims::columns([self.dim]).join(", "),
             dims::joins([self.dim])
         );
-        text.push_str(&conditions(self.range, &self.filters, &mut params));
-        text.push_str(" ORDER BY 1 LIMIT ?");
         params.push(Value::Integer(i64::from(self.limit) + 1));
         Sql { text, params }
     }
@@ -236,11 +252,13 @@ mod tests {
         let sql = q.sql();
         assert_eq!(
             sql.text,
-            "SELECT COALESCE(e.exe, ''), (c.contime / 3600) * 3600, sum(c.send), sum(c.recv), \
-             sum(c.events), count(*) FROM connections c LEFT JOIN executables e ON e.id = c.exe_id \
-             WHERE c.contime >= ? AND c.contime < ? \
+            "SELECT COALESCE(e.exe, ''), x.hour, sum(x.send), sum(x.recv), sum(x.events), \
+             sum(x.n) FROM (SELECT c.exe_id AS exe_id, (c.contime / 3600) * 3600 AS hour, \
+             sum(c.send) AS send, sum(c.recv) AS recv, sum(c.events) AS events, count(*) AS n \
+             FROM connections c WHERE c.contime >= ? AND c.contime < ? \
              AND c.raddr_id IN (SELECT id FROM addresses WHERE addr = ?) AND c.uid = ? \
-             GROUP BY 1, 2 ORDER BY (sum(c.send) + sum(c.recv)) DESC, 1, 2 LIMIT ?"
+             GROUP BY 1, 2) AS x LEFT JOIN executables e ON e.id = x.exe_id \
+             GROUP BY 1, 2 ORDER BY (sum(x.send) + sum(x.recv)) DESC, 1, 2 LIMIT ?"
         );
         assert_eq!(
             sql.params,
@@ -265,8 +283,8 @@ mod tests {
         };
         assert_eq!(
             q.sql().text,
-            "SELECT sum(c.send), sum(c.recv), sum(c.events), count(*) FROM connections c \
-             WHERE c.contime >= ? AND c.contime < ? LIMIT ?"
+            "SELECT sum(c.send) AS send, sum(c.recv) AS recv, sum(c.events) AS events, \
+             count(*) AS n FROM connections c WHERE c.contime >= ? AND c.contime < ? LIMIT ?"
         );
     }
 
@@ -281,10 +299,11 @@ mod tests {
         let sql = q.sql();
         assert_eq!(
             sql.text,
-            "SELECT DISTINCT COALESCE(ct.container, '') FROM connections c \
-             LEFT JOIN containers ct ON ct.id = c.container_id \
+            "SELECT DISTINCT COALESCE(ct.container, '') FROM (SELECT DISTINCT \
+             c.container_id AS container_id FROM connections c \
              WHERE c.contime >= ? AND c.contime < ? \
-             AND c.exe_id IN (SELECT id FROM executables WHERE exe = ?) ORDER BY 1 LIMIT ?"
+             AND c.exe_id IN (SELECT id FROM executables WHERE exe = ?)) AS x \
+             LEFT JOIN containers ct ON ct.id = x.container_id ORDER BY 1 LIMIT ?"
         );
         assert_eq!(sql.params.len(), 4);
     }
