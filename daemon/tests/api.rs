@@ -673,32 +673,28 @@ fn bad_requests_are_refused_cleanly() {
 }
 
 #[test]
-fn a_taken_api_port_is_a_clear_error() {
+fn a_taken_api_port_is_a_warning_and_the_unix_socket_still_serves() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
+    let daemon = Daemon::start(&format!(
+        "[database]\nwrite_limit_seconds = 1\n[api]\nlisten = \"{addr}\"\n"
+    ));
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!(
+            "cannot listen on {addr}, the API is not served there"
+        )),
+        "{log}"
+    );
+    assert_eq!(daemon.api_addr(), None, "{log}");
+    let unix = To::Unix(daemon.api_socket());
+    assert_eq!(ok(&unix, "/api/v1/status")["hook_set"], "tp_btf");
+    let stopped = daemon.stop();
+    assert!(!stopped.log.contains("panicked"), "{}", stopped.log);
+
+    // A bad address is a config error naming the key, before anything starts.
     let root = tempfile::tempdir().unwrap();
     let cfg = root.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!("[api]\nlisten = \"{addr}\"\nsocket = false\n"),
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["start-no-daemon", "--config"])
-        .arg(&cfg)
-        .env("PICOSNITCH_ROOT", root.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(69), "{err}");
-    assert!(
-        err.contains(&format!(
-            "cannot listen on {addr} for the API ([api] listen)"
-        )),
-        "{err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    // A bad address is a config error naming the key.
     std::fs::write(&cfg, "[api]\nlisten = \"localhost:http\"\n").unwrap();
     let out = Command::new(BIN)
         .args(["start-no-daemon", "--config"])

@@ -17,8 +17,9 @@ where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
+    // Logged before the task runs, so the line precedes "picosnitch is monitoring".
+    tracing::info!("API listening on {what}");
     tokio::spawn(async move {
-        tracing::info!("API listening on {what}");
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!("the API on {what} stopped: {e}");
         }
