@@ -13,6 +13,7 @@ mod model;
 mod notify;
 mod paths;
 mod pipeline;
+mod query_cli;
 mod run;
 mod service;
 mod sink;
@@ -90,6 +91,8 @@ enum Command {
         #[arg(long)]
         config_out: Option<PathBuf>,
     },
+    /// Print traffic summed by any dimensions over a time range, as a table, JSON or CSV.
+    Query(query_cli::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff), generated from these commands.
@@ -129,6 +132,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("picosnitch migrate: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Query(args) => match query_cli::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("picosnitch query: {e:#}");
                 ExitCode::FAILURE
             }
         },

@@ -44,7 +44,7 @@ impl Drop for CancelOnDrop {
     }
 }
 
-fn open(path: &Path) -> Result<Connection, QueryError> {
+pub fn open(path: &Path) -> Result<Connection, QueryError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_NOFOLLOW;

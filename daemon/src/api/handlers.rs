@@ -2,7 +2,7 @@
 //! problem), then one query on a read-only connection, answered as JSON or Prometheus text.
 use super::exe::{self, Selector};
 use super::params::{BadRequest, Extra, Params};
-use super::query::{self, Aggregate, Distinct, Order};
+use super::query::{self, Aggregate, Distinct};
 use super::{metrics, status, ApiState, Problem};
 use crate::sink::now_unix;
 use axum::extract::{RawQuery, State};
@@ -20,19 +20,7 @@ fn dim_names(dims: &[&super::dims::Dim]) -> Vec<&'static str> {
 
 /// `GET /api/v1/aggregate?by=exe,domain&from&to&limit&order` plus filters.
 pub async fn aggregate(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Answer {
-    let p = Params::parse(
-        q.as_deref(),
-        &["by", "from", "to", "limit", "order"],
-        Extra::Filters,
-    )?;
-    let by = p.dims("by")?;
-    let agg = Aggregate {
-        range: p.range(now_unix())?,
-        filters: p.filters()?,
-        order: Order::from_name(p.choice("order", &Order::NAMES)?),
-        limit: p.limit(100)?,
-        by,
-    };
+    let agg = Aggregate::from_query(q.as_deref(), now_unix())?;
     let head = json!({
         "from": agg.range.from,
         "to": agg.range.to,

@@ -8,7 +8,7 @@
 //! - `db.rs`: read-only connections in the blocking pool, bounded in time.
 //! - `feed.rs`, `events.rs`: what the writer publishes after each commit, and its live feed.
 //! - `metrics.rs`, `status.rs`: counters and facts, as Prometheus text and as JSON.
-mod db;
+pub mod db;
 mod dims;
 mod events;
 mod exe;
@@ -17,8 +17,8 @@ mod handlers;
 mod host;
 mod listen;
 mod metrics;
-mod params;
-mod query;
+pub mod params;
+pub mod query;
 mod status;
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,7 @@
 //! SQL text comes only from the dimension whitelist and fixed fragments; every value from a
 //! request is a bound parameter.
 use super::dims::{self, Dim};
-use super::params::{Filter, Range};
+use super::params::{BadRequest, Extra, Filter, Params, Range};
 use rusqlite::types::Value;
 use rusqlite::Connection;
 use serde_json::{json, Map, Value as Json};
@@ -74,6 +74,19 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
+    /// The aggregate a query string asks for (`by`, `from`, `to`, `limit`, `order` and filters):
+    /// the API and the CLI check it the same way.
+    pub fn from_query(raw: Option<&str>, now: i64) -> Result<Aggregate, BadRequest> {
+        let p = Params::parse(raw, &["by", "from", "to", "limit", "order"], Extra::Filters)?;
+        Ok(Aggregate {
+            range: p.range(now)?,
+            filters: p.filters()?,
+            order: Order::from_name(p.choice("order", &Order::NAMES)?),
+            limit: p.limit(100)?,
+            by: p.dims("by")?,
+        })
+    }
+
     /// The query; it asks for `limit + 1` rows so that a cut answer can say so. With dimensions,
     /// rows are summed by their integer columns first and joined to the lookup tables after.
     pub fn sql(&self) -> Sql {

@@ -1,0 +1,186 @@
+//! query_cli.rs: `picosnitch query`: the API's aggregate over a time range, checked the same way,
+//! printed as a table, JSON or CSV straight from a read-only connection to the database.
+use crate::api::query::Aggregate;
+use crate::paths::Paths;
+use crate::sink::now_unix;
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Dimensions to group by, comma-separated (exe, name, sha256, domain, raddr, rport, uid,
+    /// container, day, hour, …); none: one total.
+    #[arg(long, default_value = "exe")]
+    pub by: String,
+    /// Start: unix seconds, or a time ago like 30m, 12h, 7d (default: a day before --to).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End (exclusive): unix seconds or a time ago (default: now).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only rows where DIM equals VALUE (repeatable), e.g. --where exe=/usr/bin/curl.
+    #[arg(long = "where", value_name = "DIM=VALUE")]
+    pub filters: Vec<String>,
+    /// Sort by bytes, send, recv, events or key.
+    #[arg(long, default_value = "bytes")]
+    pub order: String,
+    /// Groups printed at most (up to 10000).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Database (default: /var/lib/picosnitch/picosnitch.db).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+}
+
+/// A time argument: unix seconds, or a duration ago (`90s`, `30m`, `12h`, `7d`, `2w`).
+fn time_arg(s: &str, now: i64) -> Result<i64> {
+    if let Ok(t) = s.parse::<i64>() {
+        return Ok(t);
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not unix seconds or a time ago like 12h or 7d"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => bail!("{s:?}: unit {unit:?} is not one of s, m, h, d, w"),
+    };
+    Ok(now - n.saturating_mul(secs))
+}
+
+/// The query string the API would be given for these arguments.
+fn query_string(a: &Args, now: i64) -> Result<String> {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    if !a.by.is_empty() {
+        q.append_pair("by", &a.by);
+    }
+    if let Some(f) = &a.from {
+        q.append_pair("from", &time_arg(f, now)?.to_string());
+    }
+    if let Some(t) = &a.to {
+        q.append_pair("to", &time_arg(t, now)?.to_string());
+    }
+    q.append_pair("order", &a.order);
+    q.append_pair("limit", &a.limit.to_string());
+    for f in &a.filters {
+        let Some((dim, value)) = f.split_once('=') else {
+            bail!("--where {f:?}: expected DIM=VALUE");
+        };
+        q.append_pair(dim, value);
+    }
+    Ok(q.finish())
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let now = now_unix();
+    let raw = query_string(&a, now)?;
+    let agg = Aggregate::from_query(Some(&raw), now).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let db = a.db.clone().unwrap_or_else(|| Paths::from_env().db);
+    let conn = crate::api::db::open(&db)?;
+    let out = agg.run(&conn).context("query failed")?;
+    let mut columns: Vec<String> = agg.by.iter().map(|d| d.name.to_string()).collect();
+    columns.extend(["send", "recv", "events"].map(String::from));
+    let rows = out["rows"].as_array().cloned().unwrap_or_default();
+    let mut stdout = std::io::stdout().lock();
+    match a.format {
+        Format::Json => writeln!(stdout, "{out}")?,
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(stdout);
+            w.write_record(&columns)?;
+            for r in &rows {
+                w.write_record(columns.iter().map(|c| cell(&r[c])))?;
+            }
+            w.flush()?;
+        }
+        Format::Table => {
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| columns.iter().map(|c| cell(&r[c])).collect())
+                .collect();
+            let width = |i: usize| {
+                cells
+                    .iter()
+                    .map(|r| r[i].chars().count())
+                    .chain([columns[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            };
+            let widths: Vec<usize> = (0..columns.len()).map(width).collect();
+            let line = |vals: &[String]| {
+                vals.iter()
+                    .zip(&widths)
+                    .map(|(v, w)| format!("{v:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_string()
+            };
+            writeln!(stdout, "{}", line(&columns))?;
+            for r in &cells {
+                writeln!(stdout, "{}", line(r))?;
+            }
+            if out["truncated"].as_bool() == Some(true) {
+                writeln!(stdout, "(more groups than --limit {})", a.limit)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_query_strings() {
+        assert_eq!(time_arg("1700000000", 0).unwrap(), 1_700_000_000);
+        assert_eq!(time_arg("2h", 10_000).unwrap(), 10_000 - 7200);
+        assert_eq!(time_arg("7d", 1_000_000).unwrap(), 1_000_000 - 604_800);
+        assert!(time_arg("2y", 0).is_err());
+        assert!(time_arg("soon", 0).is_err());
+        let a = Args {
+            by: "exe,domain".into(),
+            from: Some("1h".into()),
+            to: None,
+            filters: vec!["exe=/usr/bin/a b&c".into()],
+            order: "bytes".into(),
+            limit: 5,
+            format: Format::Table,
+            db: None,
+        };
+        let q = query_string(&a, 7200).unwrap();
+        assert_eq!(
+            q,
+            "by=exe%2Cdomain&from=3600&order=bytes&limit=5&exe=%2Fusr%2Fbin%2Fa+b%26c"
+        );
+        assert!(Aggregate::from_query(Some(&q), 7200).is_ok());
+        let bad = Args {
+            filters: vec!["exe".into()],
+            ..a
+        };
+        assert!(query_string(&bad, 0).is_err());
+    }
+}
