@@ -141,7 +141,7 @@ pub fn reverse_notation(name: &Name) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use hickory_proto::op::{Message, Metadata};
+    use hickory_proto::op::Message;
     use hickory_proto::rr::rdata::{A, AAAA, CNAME};
     use hickory_proto::rr::RecordType;
     use hickory_proto::serialize::binary::BinEncodable;
@@ -264,10 +264,7 @@ pub(crate) mod tests {
         m.add_answer(a("x.test.", 5, "192.0.2.1"));
         assert!(parse(&m.to_bytes().unwrap()).unwrap().resolved.is_empty());
         let mut r = Message::new(1, MessageType::Response, hickory_proto::op::OpCode::Query);
-        r.metadata = Metadata {
-            response_code: ResponseCode::NXDomain,
-            ..r.metadata
-        };
+        r.metadata.response_code = ResponseCode::NXDomain;
         r.add_query(Query::query(name("x.test."), RecordType::A));
         r.add_answer(a("x.test.", 5, "192.0.2.1"));
         assert!(parse(&r.to_bytes().unwrap()).unwrap().resolved.is_empty());

@@ -171,7 +171,7 @@ where
 }
 
 fn label() -> impl Strategy<Value = String> {
-    "[a-zA-Z0-9-]{1,12}"
+    "[a-zA-Z0-9]([a-zA-Z0-9-]{0,10}[a-zA-Z0-9])?"
 }
 
 fn dns_name() -> impl Strategy<Value = String> {
@@ -349,4 +349,22 @@ fn property_kernel_records_never_panic() {
             Ok(())
         },
     );
+}
+
+#[test]
+fn property_reverse_notation_is_unambiguous() {
+    let labels = prop::collection::vec(prop::collection::vec(any::<u8>(), 1..20), 1..6);
+    check("reverse_notation", labels, |labels| {
+        let Ok(name) = hickory_proto::rr::Name::from_labels(labels.iter().map(|l| l.as_slice()))
+        else {
+            return Ok(());
+        };
+        let r = parse::reverse_notation(&name);
+        // One label per dot-separated part, printable, no upper case.
+        prop_assert_eq!(r.split('.').count(), usize::from(name.num_labels()));
+        prop_assert!(r
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase()));
+        Ok(())
+    });
 }
