@@ -264,8 +264,23 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         }
         cur = c.source();
     }
-    // Verifier logs are long; the first line names the problem.
-    s.lines().next().unwrap_or_default().to_string()
+    // Verifier logs are long: keep the first line and the verifier's reason, its last line
+    // before the statistics.
+    let first = s.lines().next().unwrap_or_default().to_string();
+    if !s.contains("Verifier output:") {
+        return first;
+    }
+    let stats = ["verification time", "processed ", "stack depth", "max_states_per_insn"];
+    let reason = s
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !stats.iter().any(|p| l.starts_with(p)))
+        .last();
+    match reason {
+        Some(r) => format!("{first} ... {r}"),
+        None => first,
+    }
 }
 
 /// Runs the kernel skipped, summed over every loaded program of `ebpf` (`recursion_misses` of
