@@ -94,14 +94,17 @@ static __always_inline int dns_ingress(struct __sk_buff *skb, enum dns_netns how
 		stat_add(STAT_DNS_RINGBUF_FULL, 1);
 		return 1;
 	}
-	/* Bounds the verifier can see on the register passed: 1 <= cap <= DNS_CAPTURE. The barrier
-	 * keeps clang from reusing what it knows of `len` (it does not know the upper half). */
-	__u64 cap = len;
+	/* Bounds the verifier can see on the register passed, 1 <= cap <= DNS_CAPTURE, built by
+	 * arithmetic that older verifiers follow too (they do not learn "!= 0" from a branch). The
+	 * barrier keeps clang from reusing what it knows of `len`, whose upper half the verifier
+	 * does not know. len >= 1 here. */
+	__u64 cap = len - 1;
 	asm volatile("" : "+r"(cap));
 	cap &= 0xffffffff;
-	if (cap > DNS_CAPTURE)
-		cap = DNS_CAPTURE;
-	if (cap < 1 || bpf_skb_load_bytes(skb, off, e->data, cap)) {
+	if (cap > DNS_CAPTURE - 1)
+		cap = DNS_CAPTURE - 1;
+	cap += 1;
+	if (bpf_skb_load_bytes(skb, off, e->data, cap)) {
 		bpf_ringbuf_discard(e, 0);
 		stat_add(STAT_DNS_UNREADABLE, 1);
 		return 1;

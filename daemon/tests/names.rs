@@ -4,6 +4,7 @@
 //! linked hand-made resolver over UDP and TCP, and one in a podman container look names up; the
 //! connection that follows each lookup must be stored with the name asked for, in reverse
 //! notation. Another namespace that looked nothing up gets no names for the same addresses.
+//! With `[dns] reverse_dns`, an address no answer named gets its PTR name from the system resolver.
 mod common;
 
 use common::*;
@@ -77,16 +78,35 @@ impl Drop for Guard {
     }
 }
 
-/// dnsmasq in `ns` with `args`; returns once it answers.
-fn dnsmasq(ns: &Ns, dir: &Path, tag: &str, listen: &str, args: &[String]) -> Guard {
-    let child = ns
-        .exec()
-        .args(["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null"])
+/// `prog` run in `ns`, or in this test's namespace.
+fn in_ns(ns: Option<&Ns>, prog: &str) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = ns.exec();
+            c.arg(prog);
+            c
+        }
+        None => Command::new(prog),
+    }
+}
+
+/// dnsmasq in `ns` listening on `listen` with `args`; returns once `dig PROBE` there prints
+/// `expect`.
+fn dnsmasq(
+    ns: Option<&Ns>,
+    dir: &Path,
+    listen: &str,
+    args: &[String],
+    probe: &[&str],
+    expect: &str,
+) -> Guard {
+    let child = in_ns(ns, "dnsmasq")
+        .args(["--keep-in-foreground", "--conf-file=/dev/null"])
         .args(["--no-hosts", "--no-resolv", "--bind-interfaces"])
         .args(["--user=root", "--group=root", "--log-facility=-"])
         .arg(format!(
             "--pid-file={}",
-            dir.join(format!("{tag}.pid")).display()
+            dir.join(format!("{listen}.pid")).display()
         ))
         .arg(format!("--listen-address={listen}"))
         .args(args)
@@ -97,24 +117,17 @@ fn dnsmasq(ns: &Ns, dir: &Path, tag: &str, listen: &str, args: &[String]) -> Gua
     let guard = Guard(child);
     let t = Instant::now();
     loop {
-        let out = ns
-            .exec()
-            .args([
-                "dig",
-                "+short",
-                "+time=1",
-                "+tries=1",
-                &format!("@{listen}"),
-            ])
-            .arg(format!("glibc.{ZONE}"))
+        let out = in_ns(ns, "dig")
+            .args(["+short", "+time=1", "+tries=1", &format!("@{listen}")])
+            .args(probe)
             .output()
             .expect("dig (bind9-dnsutils)");
-        if String::from_utf8_lossy(&out.stdout).contains("127.0.0.11") {
+        if String::from_utf8_lossy(&out.stdout).contains(expect) {
             return guard;
         }
         assert!(
             t.elapsed() < Duration::from_secs(10),
-            "dnsmasq {tag} did not answer"
+            "dnsmasq on {listen} did not answer"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -250,22 +263,26 @@ fn connections_carry_the_name_every_resolver_looked_up() {
         .arg(&gai)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/names_support/gai_connect.c")));
     let python = std::fs::canonicalize("/usr/bin/python3").unwrap();
+    let name = |h: &str| format!("{h}.{ZONE}");
     let image = podman_image(dir.path());
     let ns = Ns::new("a");
     let other = Ns::new("b");
     run(ns
         .exec()
         .args(["ip", "addr", "add", &format!("{V6}/128"), "dev", "lo"]));
-    let _server = dnsmasq(&ns, dir.path(), "server", SERVER, &zone_args());
-    let _stub = dnsmasq(
-        &ns,
+    let glibc = name("glibc");
+    let probe = [glibc.as_str()];
+    let _server = dnsmasq(
+        Some(&ns),
         dir.path(),
-        "stub",
-        STUB,
-        &[format!("--server={SERVER}")],
+        SERVER,
+        &zone_args(),
+        &probe,
+        "127.0.0.11",
     );
+    let stub = [format!("--server={SERVER}")];
+    let _stub = dnsmasq(Some(&ns), dir.path(), STUB, &stub, &probe, "127.0.0.11");
     let daemon = Daemon::start("[database]\nwrite_limit_seconds = 1\n");
-    let name = |h: &str| format!("{h}.{ZONE}");
     let rev = |h: &str| format!("test.picosnitch.{h}");
     let mut cases = Vec::new();
     let mut case = |resolver, exe: PathBuf, json, domain: String, netns, container| {
@@ -464,4 +481,81 @@ fn connections_carry_the_name_every_resolver_looked_up() {
         "{}",
         stopped.log
     );
+}
+
+#[test]
+fn reverse_dns_names_addresses_no_answer_named() {
+    // The daemon's resolver (its own /etc/resolv.conf, in a private mount namespace) is a dnsmasq
+    // here that knows only the PTR record of 10.53.0.7 and forwards nothing.
+    const RESOLVER: &str = "127.0.0.154";
+    const TARGET: &str = "10.53.0.7";
+    let dir = tempfile::tempdir().unwrap();
+    let records = [format!("--host-record=ptr.{ZONE},{TARGET}")];
+    let _dns = dnsmasq(
+        None,
+        dir.path(),
+        RESOLVER,
+        &records,
+        &["-x", TARGET],
+        "ptr.",
+    );
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {RESOLVER}\n")).unwrap();
+    let ns = Ns::new("r");
+    run(ns
+        .exec()
+        .args(["ip", "addr", "add", &format!("{TARGET}/32"), "dev", "lo"]));
+    let tg = trafficgen();
+    let mut stored = Vec::new();
+    for reverse in [true, false] {
+        let wrap = [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"",
+            resolv.to_str().unwrap(),
+        ];
+        let cfg = format!("[database]\nwrite_limit_seconds = 1\n[dns]\nreverse_dns = {reverse}\n");
+        let daemon = Daemon::start_wrapped(&cfg, &wrap);
+        // A connection that lasts a few drains, made without any lookup.
+        let cli = copy_exe(&tg, dir.path(), &format!("drip-{reverse}"));
+        let json = run_json(ns.exec().arg(&cli).args(["drip", "--addr", TARGET]).args([
+            "--bytes",
+            "10",
+            "--count",
+            "5",
+            "--interval-ms",
+            "700",
+        ]));
+        let stopped = daemon.stop();
+        let mine: Vec<Row> = rows(&stopped.db, &cli)
+            .into_iter()
+            .filter(|r| Some(r.lport) == json["lport"].as_i64() && r.raddr == TARGET)
+            .collect();
+        stored.push((reverse, mine, stopped.log));
+    }
+    for (reverse, mine, log) in &stored {
+        let named: Vec<&Row> = mine.iter().filter(|r| !r.domain.is_empty()).collect();
+        assert!(!mine.is_empty(), "no rows (reverse_dns = {reverse})\n{log}");
+        assert!(
+            named
+                .iter()
+                .all(|r| r.domain == format!("test.picosnitch.ptr")),
+            "{mine:?}"
+        );
+        if *reverse {
+            assert!(!named.is_empty(), "never named: {mine:?}\n{log}");
+            println!(
+                "PASS reverse_dns = true: {} of {} rows named",
+                named.len(),
+                mine.len()
+            );
+        } else {
+            assert!(named.is_empty(), "named without reverse DNS: {mine:?}");
+            println!("PASS reverse_dns = false: no name");
+        }
+    }
 }

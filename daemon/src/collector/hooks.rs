@@ -270,7 +270,12 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     if !s.contains("Verifier output:") {
         return first;
     }
-    let stats = ["verification time", "processed ", "stack depth", "max_states_per_insn"];
+    let stats = [
+        "verification time",
+        "processed ",
+        "stack depth",
+        "max_states_per_insn",
+    ];
     let reason = s
         .lines()
         .skip(1)
