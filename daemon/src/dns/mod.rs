@@ -94,6 +94,9 @@ pub struct FlowId {
     pub rport: u16,
 }
 
+/// Flows that keep a name, at most (the kernel's totals map bounds them long before).
+const MAX_PINNED: usize = 1 << 22;
+
 pub struct Names {
     cache: Cache,
     tcp: tcp::Streams,
@@ -204,6 +207,9 @@ impl Names {
             .or_else(|| self.cache.get(REVERSE_NETNS, addr, now));
         match found {
             Some(n) => {
+                if self.pinned.len() >= MAX_PINNED {
+                    self.pinned.clear();
+                }
                 self.pinned.insert(flow, n.clone());
                 n
             }
