@@ -1,4 +1,4 @@
-/* picosnitch.bpf.c: kernel side; counts socket payload bytes per (process, socket, peer) and reports process lifetimes. */
+/* picosnitch.bpf.c: kernel side; counts socket payload bytes per (process, socket, peer), reports process lifetimes and copies DNS answers. */
 #include "core.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -22,3 +22,4 @@ char LICENSE[] SEC("license") = "GPL";
 #include "traffic_btf.h"
 #include "traffic_fallback.h"
 #include "procs.h"
+#include "dns.h"

@@ -64,6 +64,26 @@ struct proc_event {
 	__u64 cgroup_id; /* cgroup v2 id of the task */
 };
 
+/* Bytes of a DNS message copied to the daemon: the EDNS payload size most resolvers use, so a
+ * whole UDP answer almost always fits; a longer one is parsed as far as it was copied. */
+#define DNS_CAPTURE 1232
+
+/* A UDP datagram or TCP segment with source port 53 delivered to a local socket. */
+struct dns_event {
+	__u32 netns;    /* network namespace of the receiving socket; 0 when this kernel cannot tell */
+	__u32 len;      /* payload bytes of the datagram or segment */
+	__u32 seq;      /* TCP: sequence number of the first payload byte; UDP: 0 */
+	__u16 family;   /* AF_INET or AF_INET6, of the packet */
+	__u16 protocol; /* IPPROTO_UDP or IPPROTO_TCP */
+	__u16 sport;    /* host byte order */
+	__u16 dport;
+	__u16 captured; /* bytes of data[] that hold the payload's start */
+	__u16 pad;
+	__u8 saddr[16]; /* the server (IPv4 in the first 4 bytes) */
+	__u8 daddr[16]; /* the receiving socket's address */
+	__u8 data[DNS_CAPTURE];
+};
+
 /* Indices of the per-CPU loss and activity counters. */
 enum stat_index {
 	STAT_PROC_RINGBUF_FULL = 0, /* process event dropped: ring buffer full */
@@ -73,7 +93,11 @@ enum stat_index {
 	STAT_SEND_CALLS = 4,
 	STAT_RECV_CALLS = 5,
 	STAT_PROC_EVENTS = 6,
-	STAT_MAX = 8,
+	/* 7: not a kernel counter (the daemon puts the kernel's recursion_misses there) */
+	STAT_DNS_RINGBUF_FULL = 8,  /* DNS answer dropped: its ring buffer was full */
+	STAT_DNS_UNREADABLE = 9,    /* DNS answer dropped: its payload could not be copied */
+	STAT_DNS_PACKETS = 10,      /* DNS answers handed to the daemon */
+	STAT_MAX = 11,
 };
 
 #endif

@@ -18,6 +18,9 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
 ip link set lo up
 ulimit -l unlimited 2>/dev/null
+# A DNS server for the name cases (trafficgen's own: the VM has no dnsmasq): a CNAME and an A.
+DNS_ZONE='vm.picosnitch.test=@edge.picosnitch.test,edge.picosnitch.test=127.0.0.77'
+trafficgen serve-dns --addr 127.0.0.153 --zone "$DNS_ZONE" --timeout-ms 0 >/tmp/serve-dns.out 2>&1 &
 
 KREL=$(uname -r)
 PASS=0
@@ -38,10 +41,11 @@ jget() { sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p" "$1"; }
 echo "BOOTED kernel=$KREL uptime=$(up) preempt=$(cat /sys/kernel/debug/sched/preempt 2>/dev/null | tr ' ' ,)"
 picosnitch doctor >/tmp/doctor.txt 2>&1
 show DOCTOR /tmp/doctor.txt
-CHOSEN=$(awk '/<- would attach/ {print $1}' /tmp/doctor.txt)
+CHOSEN=$(awk '/<- would attach/ && $1 !~ /^dns/ {print $1}' /tmp/doctor.txt)
+DNSCAP=$(awk '/<- would attach/ && $1 ~ /^dns/ {print $1}' /tmp/doctor.txt)
 SETS=$(awk '$2 == "ok" && ($1 == "tp_btf" || $1 == "fexit" || $1 == "kprobe") {printf "%s ", $1}' /tmp/doctor.txt)
 ATTACH=$(echo $SETS | tr ' ' ,)
-echo "DOCTOR kernel=$KREL chose=${CHOSEN:-none} attach=${ATTACH:-none}"
+echo "DOCTOR kernel=$KREL chose=${CHOSEN:-none} attach=${ATTACH:-none} dns=${DNSCAP:-none}"
 
 # name | generator arguments | rows: ports (client's lport+rport), server (rport), all | family | protocol
 CASES='tcp-up|tcp-up|ports|2|6
@@ -120,6 +124,41 @@ check() { # set mode db name pick family protocol
 	fi
 }
 
+# The connection after a lookup by trafficgen's own resolver (UDP and TCP) carries the name.
+dns_cases() { # set
+	for t in udp tcp; do
+		flag=""
+		[ $t = tcp ] && flag=--dns-tcp
+		"/tmp/tg/$1/dns-$t" tcp-up --bytes 100 --resolve vm.picosnitch.test --dns 127.0.0.153 $flag \
+			</dev/null >"/tmp/tg/$1/dns-$t.json" 2>"/tmp/tg/$1/dns-$t.err"
+	done
+}
+
+dns_check() { # set mode db capture
+	for t in udp tcp; do
+		name=dns-$t
+		json=/tmp/tg/$1/$name.json
+		if ! grep -q '^{' "$json" 2>/dev/null; then
+			show "GEN $name" "/tmp/tg/$1/$name.err"
+			result "$1" "$2" "$name" - - - - 0 FAIL "generator failed"
+			continue
+		fi
+		grep '^{' "$json" | tail -n 1 >"$json.last"
+		lport=$(jget "$json.last" lport)
+		rport=$(jget "$json.last" rport)
+		got=$(sqlite3 "$3" "SELECT coalesce(group_concat(DISTINCT d.domain),'-') || ' ' || count(*)
+			FROM connections c JOIN executables e ON e.id = c.exe_id JOIN domains d ON d.id = c.domain_id
+			WHERE e.exe = '/tmp/tg/$1/$name' AND c.lport = $lport AND c.rport = $rport" </dev/null 2>&1)
+		dom=${got% *}
+		n=${got##* }
+		if [ "$dom" = test.picosnitch.vm ]; then
+			result "$1" "$2" "$name" - - - - "$n" PASS "domain $dom, capture $4"
+		else
+			result "$1" "$2" "$name" - - - - "$n" FAIL "domain '$dom' != test.picosnitch.vm, capture $4"
+		fi
+	done
+}
+
 # waits up to $2 tenths of a second for a line in exe.log; prints the tenths waited, or fails.
 wait_line() { # exe.log needle tenths
 	t=0
@@ -163,6 +202,8 @@ run_set() { # set mode
 	echo "$CASES" | while IFS='|' read -r name args pick fam proto; do
 		cp /bin/trafficgen "/tmp/tg/$set_/$name"
 	done
+	cp /bin/trafficgen "/tmp/tg/$set_/dns-udp"
+	cp /bin/trafficgen "/tmp/tg/$set_/dns-tcp"
 	t0=$(up)
 	PICOSNITCH_ROOT=$root NO_COLOR=1 picosnitch start-no-daemon --config "$root/config.toml" \
 		2>"$root/daemon.log" &
@@ -190,6 +231,7 @@ run_set() { # set mode
 		# BPF program runs the kernel skipped while this case ran.
 		echo $(($(misses) - m0)) >"/tmp/tg/$set_/$name.misses"
 	done
+	dns_cases "$set_"
 	modified_case "$set_" "$mode" "$root"
 	# Runs the kernel skipped because a BPF program was already running on that CPU.
 	bpfstat >/tmp/bpfstat.txt 2>&1
@@ -205,6 +247,8 @@ run_set() { # set mode
 		FAIL=$((FAIL + 1))
 	fi
 	db=$root/var/lib/picosnitch/picosnitch.db
+	cap=$(sed -n 's/.*DNS answers are captured[^(]*(\(dns[a-z_]*\)).*/\1/p' "$root/daemon.log" | head -n 1)
+	dns_check "$set_" "$mode" "$db" "${cap:-none}"
 	while IFS='|' read -r name args pick fam proto; do
 		check "$set_" "$mode" "$db" "$name" "$pick" "$fam" "$proto"
 	done <<EOF

@@ -78,7 +78,7 @@ def main():
             failed += 1
         summary.append(
             f"{label:<5} {release:<22} doctor chose {doc.get('chose', '?'):<7} attachable "
-            f"{doc.get('attach', '?'):<20} {npass} passed, {nfail} failed; VM {state} in "
+            f"{doc.get('attach', '?'):<20} DNS {doc.get('dns', '?'):<8} {npass} passed, {nfail} failed; VM {state} in "
             f"{vm.get('seconds', '?')} s (qemu status {vm.get('qemu_status', '?')}, boots {vm.get('boots', '?')})"
         )
     print()

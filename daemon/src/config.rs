@@ -87,6 +87,8 @@ pub struct Config {
     pub log: Log,
     pub virustotal: VirusTotal,
     pub api: Api,
+    pub dns: crate::dns::DnsConfig,
+    pub geoip: crate::geoip::GeoipConfig,
 }
 
 /// Sections and keys this version understands; anything else is reported as unknown.
@@ -131,6 +133,8 @@ const KNOWN: &[(&str, &[&str])] = &[
         &["api_key", "file_upload", "request_limit_seconds"],
     ),
     ("api", &["listen", "socket"]),
+    ("dns", crate::dns::CONFIG_KEYS),
+    ("geoip", crate::geoip::CONFIG_KEYS),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -309,6 +313,7 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             "use \"auto\", \"tp_btf\", \"fexit\" or \"kprobe\"",
         );
     }
+    c.dns.validate().map_err(ConfigError::Invalid)?;
     Ok(())
 }
 
@@ -424,6 +429,29 @@ mod tests {
             "config: database.retention_days = -1 is not allowed: use a whole number from 0 to \
              4294967295"
         );
+    }
+
+    #[test]
+    fn dns_and_geoip_sections() {
+        let c = Config::default();
+        assert!(c.dns.enabled && !c.dns.reverse_dns);
+        assert!(!c.geoip.databases.is_empty());
+        let l = load_str(
+            "[dns]\nreverse_dns = true\ncache_entries = 100\n[geoip]\ndatabases = [\"/x.mmdb\"]\n",
+        )
+        .unwrap();
+        assert!(l.config.dns.reverse_dns);
+        assert_eq!(l.config.dns.cache_entries, 100);
+        assert_eq!(
+            l.config.geoip.databases,
+            vec![std::path::PathBuf::from("/x.mmdb")]
+        );
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let e = load_str("[dns]\ncache_entries = 1\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("dns.cache_entries = 1"), "{e}");
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub fn report(opts: &Options) -> (String, bool) {
         }
     };
     let common_ok = probes.iter().any(|(n, r)| *n == "common" && r.is_ok());
+    let is_dns = |name: &str| hooks::DNS.iter().any(|s| s.name == name);
+    let (dns, probes): (Vec<_>, Vec<_>) = probes.into_iter().partition(|(n, _)| is_dns(n));
     let mut chosen = None;
     for (name, r) in &probes {
         let what = std::iter::once(&hooks::COMMON)
@@ -80,6 +82,28 @@ pub fn report(opts: &Options) -> (String, bool) {
                 let _ = writeln!(out, "  {name:<7} refused  {e}");
             }
         }
+    }
+    let _ = writeln!(out, "DNS capture (tried in order):");
+    let mut dns_chosen = false;
+    for (name, r) in &dns {
+        let what = hooks::DNS
+            .iter()
+            .find(|s| s.name == *name)
+            .map(|s| s.what)
+            .unwrap_or_default();
+        match r {
+            Ok(()) => {
+                let mark = if dns_chosen { "" } else { "  <- would attach" };
+                dns_chosen = true;
+                let _ = writeln!(out, "  {name:<8} ok       {what}{mark}");
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  {name:<8} refused  {e}");
+            }
+        }
+    }
+    if !dns_chosen {
+        let _ = writeln!(out, "  no DNS capture: rows get no domain names");
     }
     let ok = common_ok && chosen.is_some();
     let _ = writeln!(

@@ -3,8 +3,10 @@ mod api;
 mod collector;
 mod config;
 mod connlog;
+mod dns;
 mod doctor;
 mod filter;
+mod geoip;
 mod identity;
 mod logfile;
 mod logging;
@@ -97,6 +99,17 @@ enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff), generated from these commands.
     Man,
+    /// Look addresses up in the GeoIP databases; one JSON line per address.
+    Geoip {
+        /// Database to read (default: the `[geoip] databases` of the configuration).
+        #[arg(long)]
+        database: Vec<PathBuf>,
+        /// Configuration file (default: /etc/picosnitch/config.toml under $PICOSNITCH_ROOT).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(required = true)]
+        addresses: Vec<std::net::IpAddr>,
+    },
     /// Deliver desktop notifications as the calling user (started by the daemon, never as root).
     #[command(hide = true)]
     NotifyHelper,
@@ -160,6 +173,11 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Geoip {
+            database,
+            config,
+            addresses,
+        } => geoip::cli(database, config, &addresses),
         Command::Version => {
             println!("picosnitch {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -37,6 +37,8 @@ pub struct KernelProc {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowDelta {
     pub tgid: u32,
+    /// Inode of the socket: with the peer, it tells one flow of a process from another.
+    pub socket: u64,
     /// Start time of the process (ns since boot), to tell a reused pid apart.
     pub start_ns: u64,
     pub comm: String,
@@ -56,6 +58,24 @@ pub struct FlowDelta {
     pub send: u64,
     pub recv: u64,
     pub events: u64,
+}
+
+/// A UDP datagram or TCP segment from port 53 the kernel copied as it reached a local socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsPacket<'a> {
+    /// Network namespace of the receiving socket; 0 when the kernel could not tell.
+    pub netns: u32,
+    /// `libc::IPPROTO_UDP` or `libc::IPPROTO_TCP`.
+    pub protocol: u16,
+    pub server: IpAddr,
+    pub sport: u16,
+    pub client: IpAddr,
+    pub dport: u16,
+    /// TCP: sequence number of the first payload byte.
+    pub seq: u32,
+    /// Payload bytes of the packet; `data` holds its first `data.len()`.
+    pub len: u32,
+    pub data: &'a [u8],
 }
 
 /// A process lifetime event from the kernel.

@@ -1,7 +1,9 @@
-//! pipeline.rs: the write path. Reads process events as they arrive, drains the kernel totals
-//! every second, resolves identities, fills the write window and hands closed windows to the sink.
+//! pipeline.rs: the write path. Reads process events as they arrive, reads DNS answers and drains
+//! the kernel totals every second, resolves identities and names, fills the write window and
+//! hands closed windows to the sink.
 use crate::collector::records::{self, LOSS_STATS, STAT_NAMES};
 use crate::collector::Collector;
+use crate::dns::{FlowId, Names};
 use crate::identity::fanotify::Watcher;
 use crate::identity::Identity;
 use crate::model::{FlowDelta, ProcEvent};
@@ -19,11 +21,13 @@ use tokio::io::Interest;
 pub struct Pipeline {
     pub collector: Collector,
     pub identity: Identity,
+    names: Names,
     drainer: crate::collector::drain::Drainer,
     window: Window,
     sink: Sink,
     last_stats: [u64; STAT_NAMES.len()],
     last_ident: [u64; 3],
+    last_dns: crate::dns::Counters,
     last_capacity_warning: Option<Instant>,
     watcher: Option<Arc<Watcher>>,
     every_exe: bool,
@@ -39,17 +43,20 @@ impl Pipeline {
     pub fn new(
         collector: Collector,
         identity: Identity,
+        names: Names,
         sink: Sink,
         watcher: Option<Arc<Watcher>>,
     ) -> Self {
         Pipeline {
             collector,
             identity,
+            names,
             drainer: Default::default(),
             window: Window::default(),
             sink,
             last_stats: [0; STAT_NAMES.len()],
             last_ident: [0; 3],
+            last_dns: Default::default(),
             last_capacity_warning: None,
             watcher,
             every_exe: false,
@@ -112,6 +119,15 @@ impl Pipeline {
         }
     }
 
+    /// Learns the names in every DNS answer the kernel copied since the last read.
+    fn read_dns(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            if let Some(p) = records::dns_packet(&item) {
+                self.names.on_packet(&p);
+            }
+        }
+    }
+
     /// `[monitoring] every_exe`: a row for every exec, traffic or not (ports -1, as picosnitch).
     fn add_exec(&mut self, ev: &ProcEvent) {
         let ProcEvent::Exec {
@@ -155,6 +171,13 @@ impl Pipeline {
             .identity
             .resolve(d.grandparent.tgid, 0, d.grandparent.exe, "");
         let addr = |a: Option<std::net::IpAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+        let flow = FlowId {
+            tgid: d.tgid,
+            socket: d.socket,
+            raddr: d.raddr,
+            rport: d.rport,
+        };
+        let domain = self.names.domain(flow, d.netns).to_string();
         let key = WinKey {
             exe,
             parent,
@@ -166,7 +189,7 @@ impl Pipeline {
             rport: i32::from(d.rport),
             laddr: addr(d.laddr),
             raddr: addr(d.raddr),
-            domain: String::new(),
+            domain,
             netns: d.netns,
             container: self.identity.container(d.cgroup, d.tgid),
         };
@@ -183,6 +206,13 @@ impl Pipeline {
             }
         };
         let res = self.drainer.apply(entries);
+        self.names.poll_reverse();
+        self.names.forget(res.retire.iter().map(|k| FlowId {
+            tgid: k.tgid,
+            socket: k.sock_ino,
+            raddr: records::peer(k),
+            rport: k.rport,
+        }));
         if !res.retire.is_empty() {
             if let Err(e) = self.collector.retire(&res.retire) {
                 tracing::warn!("cannot retire idle totals entries: {e}");
@@ -247,6 +277,15 @@ impl Pipeline {
             }
         }
         self.last_ident = ident;
+        let dns = self.names.counters;
+        for ((name, now), (_, before)) in dns.losses().into_iter().zip(self.last_dns.losses()) {
+            let grew = now.saturating_sub(before);
+            if grew > 0 {
+                tracing::warn!(source = name, count = grew, "DNS answers not fully read");
+                self.loss(now_unix(), name, grew);
+            }
+        }
+        self.last_dns = dns;
     }
 
     fn loss(&mut self, contime: i64, source: &str, count: u64) {
@@ -303,6 +342,14 @@ impl Pipeline {
         // the AsyncFd owns the ring buffer.
         let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut dns = match self.collector.take_dns_ring() {
+            // SAFETY: as for the process ring buffer above.
+            Some(r) => Some(
+                unsafe { AsyncFd::register_with_interest(r, Interest::READABLE) }
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+            ),
+            None => None,
+        };
         let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
         let mut flush_tick = tokio::time::interval(write_every);
         drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -338,13 +385,22 @@ impl Pipeline {
                     tracing::trace!("ring readable");
                     self.read_ring(rb);
                 }
+                // The kernel wakes us only when the DNS ring is half full; answers are otherwise
+                // read before every drain, so flows find the names looked up just before them.
+                guard = async { dns.as_mut().expect("guarded").readable_mut().await }, if dns.is_some() => {
+                    let mut guard = guard?;
+                    guard.clear_ready();
+                    self.read_dns(guard.get_inner_mut());
+                }
                 _ = drain_tick.tick() => {
                     self.read_ring(ring.get_mut());
+                    if let Some(d) = dns.as_mut() { self.read_dns(d.get_mut()); }
                     self.drain();
                     self.beat();
                 }
                 _ = flush_tick.tick() => {
                     self.read_ring(ring.get_mut());
+                    if let Some(d) = dns.as_mut() { self.read_dns(d.get_mut()); }
                     self.drain();
                     self.flush();
                     self.beat();
@@ -357,8 +413,19 @@ impl Pipeline {
             h.stopping(snap);
         }
         self.read_ring(ring.get_mut());
+        if let Some(d) = dns.as_mut() {
+            self.read_dns(d.get_mut());
+        }
         self.drain();
         self.flush();
+        let c = self.names.counters;
+        tracing::info!(
+            packets = c.packets,
+            answers = c.answers,
+            addresses = c.addresses,
+            cached = self.names.cache_len(),
+            "DNS answers read"
+        );
         self.sink.shutdown();
         Ok(())
     }

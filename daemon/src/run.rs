@@ -64,6 +64,8 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
             .saturating_mul(4096)
             .saturating_mul(std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
         hook_set: cfg.monitoring.only_hook_set(),
+        dns: cfg.dns.enabled,
+        ..Options::default()
     };
     let collector = match Collector::start(&opts) {
         Ok(c) => c,
@@ -92,6 +94,9 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     for why in &collector.attached.skipped {
         tracing::info!("optional hook not available on this kernel: {why}");
     }
+    log_dns(&collector.attached);
+    // Opened for the log note now and for the query side, which looks addresses up.
+    let _geoip = crate::geoip::open_configured(&cfg.geoip);
     // One daemon per state directory; held until the process exits.
     let _pidfile = match PidFile::acquire(&paths.pidfile) {
         Ok(p) => p,
@@ -200,7 +205,8 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         );
     }
     let heartbeat = Heartbeat::new(manager, paths.status.clone());
-    let pipeline = Pipeline::new(collector, identity, sink, watcher)
+    let names = crate::dns::Names::new(&cfg.dns);
+    let pipeline = Pipeline::new(collector, identity, names, sink, watcher)
         .with_every_exe(cfg.monitoring.every_exe)
         .with_heartbeat(heartbeat);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -251,6 +257,35 @@ fn api_info(attached: &crate::collector::Attached) -> crate::api::Info {
             .collect(),
         skipped: attached.skipped.clone(),
         started: crate::sink::now_unix(),
+    }
+}
+
+/// Says which DNS capture is attached and what it cannot do on this kernel.
+fn log_dns(a: &crate::collector::Attached) {
+    match a.dns {
+        Some(name) => {
+            for (set, why) in &a.dns_refused {
+                tracing::info!("DNS capture {set} refused: {why}");
+            }
+            match name {
+                "dns" => tracing::info!("DNS answers are captured for every resolver ({name})"),
+                "dns_btf" => tracing::warn!(
+                    "DNS answers are captured ({name}), but this kernel cannot tell the network namespace of IPv4 UDP sockets: their names are shared by all namespaces"
+                ),
+                _ => tracing::warn!(
+                    "DNS answers are captured ({name}), but this kernel cannot tell network namespaces: names are shared by all namespaces"
+                ),
+            }
+        }
+        None => {
+            let why = a
+                .dns_refused
+                .iter()
+                .map(|(n, r)| format!("{n}: {r}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            tracing::warn!("no domain names: DNS answers cannot be captured ({why})");
+        }
     }
 }
 

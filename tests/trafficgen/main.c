@@ -132,6 +132,7 @@ static const struct case_def cases[] = {
     { "one-shot", case_one_shot, 1234, -1, -1, NULL /* hidden: storm child */ },
     { "serve-tcp", case_serve_tcp, 1000000, 1, -1, "TCP server only: --mode echo|sink|source|duplex, --count connections (0: forever)" },
     { "serve-udp", case_serve_udp, -1, 100, 1000, "UDP server only: --mode echo|sink|source, --count datagrams" },
+    { "serve-dns", case_serve_dns, -1, 0, -1, "DNS server only (UDP+TCP, port 53): --zone records, --count queries (0: forever)" },
 };
 
 static void usage(FILE *f)
@@ -156,7 +157,13 @@ static void usage(FILE *f)
             "  --ifname IF        packet interface (lo)\n"
             "  --ethertype E      packet ethertype (0x88b5)\n"
             "  --mode M           serve-tcp / serve-udp mode (echo)\n"
-            "  --rename NAME      prctl(PR_SET_NAME) before running\n");
+            "  --rename NAME      prctl(PR_SET_NAME) before running\n"
+            "  --resolve NAME     first look NAME up with a DNS query made by hand (as static\n"
+            "                     programs do) and use its first address as --addr\n"
+            "  --qtype A|AAAA     record type --resolve asks for (A)\n"
+            "  --dns ADDR         DNS server for --resolve (first nameserver of /etc/resolv.conf)\n"
+            "  --dns-tcp          --resolve asks over TCP\n"
+            "  --zone SPEC        serve-dns records: NAME=IPv4,NAME=IPv6,ALIAS=@TARGET,...\n");
 }
 
 static long long parse_num(const char *s, long long min, long long max, const char *name)
@@ -194,6 +201,7 @@ static void parse_args(int argc, char **argv, struct opts *o, const struct case_
         if (!strcmp(a, "--no-server")) { o->no_server = 1; continue; }
         if (!strcmp(a, "--quiet")) { o->quiet = 1; continue; }
         if (!strcmp(a, "-6")) { o->addr = "::1"; continue; }
+        if (!strcmp(a, "--dns-tcp")) { o->dns_tcp = 1; continue; }
         if (i + 1 >= argc)
             die("unknown option or missing value: %s", a);
         const char *v = argv[++i];
@@ -207,6 +215,14 @@ static void parse_args(int argc, char **argv, struct opts *o, const struct case_
         else if (!strcmp(a, "--ifname")) o->ifname = v;
         else if (!strcmp(a, "--mode")) o->mode = v;
         else if (!strcmp(a, "--rename")) o->rename = v;
+        else if (!strcmp(a, "--resolve")) o->resolve = v;
+        else if (!strcmp(a, "--dns")) o->dns_server = v;
+        else if (!strcmp(a, "--zone")) o->zone = v;
+        else if (!strcmp(a, "--qtype")) {
+            if (strcasecmp(v, "A") && strcasecmp(v, "AAAA"))
+                die("bad --qtype '%s' (A|AAAA)", v);
+            o->qtype = strcasecmp(v, "A") ? 6 : 4;
+        }
         else if (!strcmp(a, "--proto")) o->proto = (int)parse_num(v, 1, 255, a);
         else if (!strcmp(a, "--ethertype")) o->ethertype = (int)parse_num(v, 0x600, 0xffff, a);
         else if (!strcmp(a, "--io")) {
@@ -250,6 +266,8 @@ int main(int argc, char **argv)
     if (o.rename && prctl(PR_SET_NAME, o.rename, 0, 0, 0))
         die("prctl(PR_SET_NAME): %s", strerror(errno));
     result_init(&r);
+    if (o.resolve)
+        dns_resolve(&o, &r);
     cd->run(&o, &r);
     if (!o.quiet)
         print_result(cd->name, &r);

@@ -53,6 +53,11 @@ struct opts {
     int no_server;          /* client only, talk to --addr/--port */
     int quiet;              /* one-shot: no JSON */
     const char *rename;     /* prctl(PR_SET_NAME) before running (client and forked server) */
+    const char *resolve;    /* --resolve NAME: look NAME up by hand first, use it as --addr */
+    int qtype;              /* 4: A, 6: AAAA */
+    const char *dns_server; /* NULL: first nameserver of /etc/resolv.conf */
+    int dns_tcp;            /* ask over TCP */
+    const char *zone;       /* serve-dns records */
 };
 
 extern enum io_mode g_io;
@@ -167,5 +172,7 @@ case_fn case_udp_connected, case_udp_unconnected, case_udp_mmsg, case_serve_udp;
 case_fn case_icmp_ping, case_icmp_raw, case_raw_proto;
 /* packet.c */
 case_fn case_packet;
+/* dns.c: dns_resolve runs before the case when --resolve is given */
+case_fn case_serve_dns, dns_resolve;
 
 #endif

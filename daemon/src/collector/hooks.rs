@@ -3,7 +3,8 @@
 //! Sets are tried in order; a set that fails half-way is unloaded entirely before the next is
 //! tried, so no program of a refused set stays in the kernel.
 use aya::programs::{
-    BtfTracePoint, CgroupAttachMode, CgroupSockAddr, FExit, KProbe, RawTracePoint, TracePoint,
+    BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, FExit, KProbe,
+    RawTracePoint, TracePoint,
 };
 use aya::{Btf, Ebpf};
 
@@ -17,6 +18,8 @@ pub enum Attach {
     KProbe(&'static str, &'static str),
     /// A cgroup/sock_addr program attached to the root of the cgroup v2 hierarchy.
     CgroupSockAddr(&'static str),
+    /// A cgroup_skb/ingress program attached to the root of the cgroup v2 hierarchy.
+    CgroupSkbIngress(&'static str),
 }
 
 impl Attach {
@@ -27,7 +30,8 @@ impl Attach {
             | Attach::RawTp(p, _)
             | Attach::FExit(p, _)
             | Attach::KProbe(p, _)
-            | Attach::CgroupSockAddr(p) => p,
+            | Attach::CgroupSockAddr(p)
+            | Attach::CgroupSkbIngress(p) => p,
         }
     }
 }
@@ -95,6 +99,29 @@ pub const TRAFFIC: [HookSet; 3] = [
     },
 ];
 
+/// DNS answer capture, best first: the variants differ in how the receiving socket's network
+/// namespace is found (see daemon-ebpf/dns.h). At most one is attached; none is not fatal.
+pub const DNS: [HookSet; 3] = [
+    HookSet {
+        name: "dns",
+        what: "cgroup_skb/ingress: answers with the namespace of every receiving socket",
+        attach: &[Attach::CgroupSkbIngress("cg_dns_ingress")],
+        optional: &[],
+    },
+    HookSet {
+        name: "dns_btf",
+        what: "cgroup_skb/ingress: answers; the namespace of IPv4 UDP sockets is not known",
+        attach: &[Attach::CgroupSkbIngress("cg_dns_ingress_btf")],
+        optional: &[],
+    },
+    HookSet {
+        name: "dns_nons",
+        what: "cgroup_skb/ingress: answers without namespaces (names shared by all)",
+        attach: &[Attach::CgroupSkbIngress("cg_dns_ingress_nons")],
+        optional: &[],
+    },
+];
+
 /// Hooks every traffic set needs: process lifetimes and splice() receive.
 pub const COMMON: HookSet = HookSet {
     name: "common",
@@ -139,16 +166,23 @@ fn attach_one(ebpf: &mut Ebpf, btf: &Btf, a: Attach) -> Result<(), String> {
                 p.attach(func, 0)?;
             }
             Attach::CgroupSockAddr(_) => {
-                let root = super::kernel::cgroup2_mount().ok_or_else(|| {
-                    aya::programs::ProgramError::from(std::io::Error::other(
-                        "cgroup v2 is not mounted",
-                    ))
-                })?;
-                let cgroup =
-                    std::fs::File::open(&root).map_err(aya::programs::ProgramError::from)?;
+                let cgroup = cgroup2_root()?;
                 let p: &mut CgroupSockAddr = prog.try_into()?;
                 p.load()?;
                 p.attach(&cgroup, CgroupAttachMode::Single)?;
+            }
+            Attach::CgroupSkbIngress(_) => {
+                let cgroup = cgroup2_root()?;
+                let p: &mut CgroupSkb = prog.try_into()?;
+                p.load()?;
+                // Through a BPF link (kernel >= 5.7) the kernel adds the program to the ones
+                // already there (systemd's IP accounting and firewalls keep working); "Single"
+                // is the only mode a cgroup link accepts.
+                p.attach(
+                    &cgroup,
+                    CgroupSkbAttachType::Ingress,
+                    CgroupAttachMode::Single,
+                )?;
             }
         }
         Ok(())
@@ -157,6 +191,14 @@ fn attach_one(ebpf: &mut Ebpf, btf: &Btf, a: Attach) -> Result<(), String> {
         tracing::debug!(program = a.program(), "attach failed: {e:?}");
         format!("{}: {}", a.program(), error_chain(&e))
     })
+}
+
+/// The root of the cgroup v2 hierarchy, where cgroup programs see every socket.
+fn cgroup2_root() -> Result<std::fs::File, aya::programs::ProgramError> {
+    let root = super::kernel::cgroup2_mount().ok_or_else(|| {
+        aya::programs::ProgramError::from(std::io::Error::other("cgroup v2 is not mounted"))
+    })?;
+    std::fs::File::open(&root).map_err(aya::programs::ProgramError::from)
 }
 
 fn unload_one(ebpf: &mut Ebpf, a: Attach) {
@@ -171,6 +213,7 @@ fn unload_one(ebpf: &mut Ebpf, a: Attach) {
         Attach::FExit(..) => <&mut FExit>::try_from(prog).map(|p| p.unload()),
         Attach::KProbe(..) => <&mut KProbe>::try_from(prog).map(|p| p.unload()),
         Attach::CgroupSockAddr(..) => <&mut CgroupSockAddr>::try_from(prog).map(|p| p.unload()),
+        Attach::CgroupSkbIngress(..) => <&mut CgroupSkb>::try_from(prog).map(|p| p.unload()),
     };
 }
 
@@ -221,8 +264,28 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         }
         cur = c.source();
     }
-    // Verifier logs are long; the first line names the problem.
-    s.lines().next().unwrap_or_default().to_string()
+    // Verifier logs are long: keep the first line and the verifier's reason, its last line
+    // before the statistics.
+    let first = s.lines().next().unwrap_or_default().to_string();
+    if !s.contains("Verifier output:") {
+        return first;
+    }
+    let stats = [
+        "verification time",
+        "processed ",
+        "stack depth",
+        "max_states_per_insn",
+    ];
+    let reason = s
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !stats.iter().any(|p| l.starts_with(p)))
+        .last();
+    match reason {
+        Some(r) => format!("{first} ... {r}"),
+        None => first,
+    }
 }
 
 /// Runs the kernel skipped, summed over every loaded program of `ebpf` (`recursion_misses` of

@@ -1,5 +1,6 @@
 //! collector: loads the embedded eBPF object, attaches the best hooks, drains the per-socket
-//! totals, reads process events and counts every loss the kernel side reports.
+//! totals, hands out the process-event and DNS-answer ring buffers and counts every loss the
+//! kernel side reports.
 pub mod batch;
 pub mod drain;
 pub mod hooks;
@@ -8,7 +9,7 @@ pub mod records;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::{Btf, Ebpf, EbpfLoader};
-use records::{FlowKey, FlowVal, STAT_NAMES};
+use records::{FlowKey, FlowVal, STAT_NAMES, STAT_RECURSION_MISSES};
 use std::os::fd::AsFd;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/picosnitch.bpf.o"));
@@ -41,6 +42,10 @@ pub struct Options {
     pub ring_bytes: u32,
     /// Only this traffic hook set (`[monitoring] hook_set`); `None` tries them best first.
     pub hook_set: Option<String>,
+    /// Capture DNS answers (`[dns] enabled`).
+    pub dns: bool,
+    /// Size of the DNS answer ring buffer.
+    pub dns_ring_bytes: u32,
 }
 
 impl Default for Options {
@@ -49,6 +54,8 @@ impl Default for Options {
             totals_capacity: 65536,
             ring_bytes: 256 * 4096,
             hook_set: None,
+            dns: true,
+            dns_ring_bytes: 512 * 1024,
         }
     }
 }
@@ -60,6 +67,10 @@ pub struct Attached {
     pub refused: Vec<(&'static str, String)>,
     /// Optional hooks of the chosen set this kernel does not offer.
     pub skipped: Vec<String>,
+    /// The DNS capture variant attached (`hooks::DNS`), if any.
+    pub dns: Option<&'static str>,
+    /// Why better DNS variants (or all of them) were refused.
+    pub dns_refused: Vec<(&'static str, String)>,
 }
 
 /// The outcome of trying one hook set: its name, and why it was refused.
@@ -71,6 +82,7 @@ pub struct Collector {
     totals: MapData,
     stats: PerCpuArray<MapData, u64>,
     ring: Option<RingBuf<MapData>>,
+    dns_ring: Option<RingBuf<MapData>>,
     pub capacity: u32,
     pub attached: Attached,
 }
@@ -90,9 +102,11 @@ fn check_kernel() -> Result<Btf, CollectorError> {
 fn load(opts: &Options) -> Result<Ebpf, CollectorError> {
     // The ring buffer size must be a power-of-two number of pages.
     let ring = opts.ring_bytes.max(4096).next_power_of_two();
+    let dns_ring = opts.dns_ring_bytes.max(4096).next_power_of_two();
     EbpfLoader::new()
         .map_max_entries("totals", opts.totals_capacity.max(1024))
         .map_max_entries("procs", ring)
+        .map_max_entries("dns_answers", dns_ring)
         .load(OBJECT)
         .map_err(|e| CollectorError::Load(hooks::error_chain(&e)))
 }
@@ -135,16 +149,35 @@ impl Collector {
             .take_map("procs")
             .and_then(|m| RingBuf::try_from(m).ok())
             .ok_or(CollectorError::Map("procs"))?;
+        let (dns, dns_refused) = if opts.dns {
+            attach_dns(&mut ebpf, &btf)
+        } else {
+            (
+                None,
+                vec![("dns", "off ([dns] enabled = false)".to_string())],
+            )
+        };
+        let dns_ring = match dns {
+            Some(_) => Some(
+                ebpf.take_map("dns_answers")
+                    .and_then(|m| RingBuf::try_from(m).ok())
+                    .ok_or(CollectorError::Map("dns_answers"))?,
+            ),
+            None => None,
+        };
         Ok(Collector {
             _ebpf: ebpf,
             totals,
             stats,
             ring: Some(ring),
+            dns_ring,
             capacity: opts.totals_capacity.max(1024),
             attached: Attached {
                 hook_set,
                 refused,
                 skipped,
+                dns,
+                dns_refused,
             },
         })
     }
@@ -153,7 +186,10 @@ impl Collector {
     pub fn probe_all(opts: &Options) -> Result<Vec<Probe>, CollectorError> {
         let btf = check_kernel()?;
         let mut out = Vec::new();
-        for set in std::iter::once(&hooks::COMMON).chain(hooks::TRAFFIC.iter()) {
+        let sets = std::iter::once(&hooks::COMMON)
+            .chain(hooks::TRAFFIC.iter())
+            .chain(hooks::DNS.iter());
+        for set in sets {
             let mut ebpf = load(opts)?;
             let r = hooks::attach_set(&mut ebpf, &btf, set).map(|_| ());
             hooks::unload_set(&mut ebpf, set);
@@ -167,6 +203,11 @@ impl Collector {
         self.ring.take()
     }
 
+    /// The DNS-answer ring buffer (when a DNS variant is attached), handed once to the reader.
+    pub fn take_dns_ring(&mut self) -> Option<RingBuf<MapData>> {
+        self.dns_ring.take()
+    }
+
     pub fn read_totals(&self) -> std::io::Result<Vec<(FlowKey, FlowVal)>> {
         batch::lookup_all(self.totals.fd().as_fd(), self.capacity as usize)
     }
@@ -175,8 +216,8 @@ impl Collector {
         batch::delete_keys(self.totals.fd().as_fd(), keys)
     }
 
-    /// Per-CPU counters summed, indexed as `records::STAT_NAMES`; the last slot holds the
-    /// program runs the kernel skipped (`hooks::recursion_misses`).
+    /// Per-CPU counters summed, indexed as `records::STAT_NAMES`; slot `STAT_RECURSION_MISSES`
+    /// holds the program runs the kernel skipped (`hooks::recursion_misses`).
     pub fn stats(&self) -> [u64; STAT_NAMES.len()] {
         let mut out = [0u64; STAT_NAMES.len()];
         for (i, slot) in out.iter_mut().enumerate() {
@@ -184,7 +225,19 @@ impl Collector {
                 *slot = v.iter().sum();
             }
         }
-        out[STAT_NAMES.len() - 1] = hooks::recursion_misses(&self._ebpf);
+        out[STAT_RECURSION_MISSES] = hooks::recursion_misses(&self._ebpf);
         out
     }
+}
+
+/// Attaches the best DNS capture variant; returns it and why better ones were refused.
+fn attach_dns(ebpf: &mut Ebpf, btf: &Btf) -> (Option<&'static str>, Vec<(&'static str, String)>) {
+    let mut refused = Vec::new();
+    for set in &hooks::DNS {
+        match hooks::attach_set(ebpf, btf, set) {
+            Ok(_) => return (Some(set.name), refused),
+            Err(e) => refused.push((set.name, e)),
+        }
+    }
+    (None, refused)
 }

@@ -1,5 +1,5 @@
 //! records.rs: `#[repr(C)]` mirrors of daemon-ebpf/records.h and their conversion to model types.
-use crate::model::{FileId, FlowDelta, KernelProc, ProcEvent};
+use crate::model::{DnsPacket, FileId, FlowDelta, KernelProc, ProcEvent};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const AF_INET: u16 = 2;
@@ -63,6 +63,29 @@ pub struct RawProcEvent {
     pub cgroup_id: u64,
 }
 
+/// Bytes of a DNS message the kernel copies (DNS_CAPTURE in records.h).
+pub const DNS_CAPTURE: usize = 1232;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RawDnsEvent {
+    pub netns: u32,
+    pub len: u32,
+    pub seq: u32,
+    pub family: u16,
+    pub protocol: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub captured: u16,
+    pub pad: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub data: [u8; DNS_CAPTURE],
+}
+
+/// Size of the header of a DNS record before its data.
+const DNS_HEADER: usize = std::mem::size_of::<RawDnsEvent>() - DNS_CAPTURE;
+
 impl Default for RawProcEvent {
     fn default() -> Self {
         // SAFETY: all-zero is a valid value of this plain-data struct.
@@ -75,7 +98,7 @@ unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowVal {}
 
 /// Indices of the per-CPU counters (enum stat_index in records.h).
-pub const STAT_NAMES: [&str; 8] = [
+pub const STAT_NAMES: [&str; 11] = [
     "proc_ringbuf_full",
     "totals_map_full",
     "pending_map_full",
@@ -85,9 +108,14 @@ pub const STAT_NAMES: [&str; 8] = [
     "proc_events",
     // Not a kernel counter: program runs the kernel skipped (collector::Collector::stats).
     "recursion_misses",
+    "dns_ringbuf_full",
+    "dns_unreadable",
+    "dns_packets",
 ];
+/// The slot of `recursion_misses`, filled from the programs' info rather than the stats map.
+pub const STAT_RECURSION_MISSES: usize = 7;
 /// Counters that mean data was lost (the others count activity).
-pub const LOSS_STATS: [usize; 5] = [0, 1, 2, 3, 7];
+pub const LOSS_STATS: [usize; 7] = [0, 1, 2, 3, 7, 8, 9];
 
 pub fn comm_str(c: &[u8]) -> String {
     let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
@@ -111,10 +139,16 @@ fn addr_of(family: u16, raw: &[u8; 16], peer: bool) -> Option<IpAddr> {
     }
 }
 
+/// The remote address of a totals entry, as its deltas carry it.
+pub fn peer(k: &FlowKey) -> Option<IpAddr> {
+    addr_of(k.family, &k.raddr, true)
+}
+
 /// Builds the delta of one totals entry from its counters and the previous reading.
 pub fn flow_delta(k: &FlowKey, v: &FlowVal, send: u64, recv: u64, events: u64) -> FlowDelta {
     FlowDelta {
         tgid: k.tgid,
+        socket: k.sock_ino,
         start_ns: v.start_ns,
         comm: comm_str(&v.comm),
         exe: FileId::from_kernel(v.exe_dev, v.exe_ino),
@@ -139,6 +173,34 @@ pub fn flow_delta(k: &FlowKey, v: &FlowVal, send: u64, recv: u64, events: u64) -
         recv,
         events,
     }
+}
+
+/// Reads one record of the DNS ring buffer; `None` for a record of the wrong size or family.
+pub fn dns_packet(bytes: &[u8]) -> Option<DnsPacket<'_>> {
+    if bytes.len() < std::mem::size_of::<RawDnsEvent>() {
+        return None;
+    }
+    let u16_at = |o: usize| u16::from_ne_bytes([bytes[o], bytes[o + 1]]);
+    let u32_at =
+        |o: usize| u32::from_ne_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+    let family = u16_at(12);
+    let addr = |o: usize| {
+        let mut raw = [0u8; 16];
+        raw.copy_from_slice(&bytes[o..o + 16]);
+        addr_of(family, &raw, false)
+    };
+    let captured = usize::from(u16_at(20)).min(DNS_CAPTURE);
+    Some(DnsPacket {
+        netns: u32_at(0),
+        len: u32_at(4),
+        seq: u32_at(8),
+        protocol: u16_at(14),
+        sport: u16_at(16),
+        dport: u16_at(18),
+        server: addr(24)?,
+        client: addr(40)?,
+        data: &bytes[DNS_HEADER..DNS_HEADER + captured],
+    })
 }
 
 /// Parses one ring-buffer record; `None` for a record of unknown kind or size.
@@ -188,6 +250,46 @@ mod tests {
         assert_eq!(std::mem::size_of::<FlowKey>(), 32);
         assert_eq!(std::mem::size_of::<FlowVal>(), 144);
         assert_eq!(std::mem::size_of::<RawProcEvent>(), 352);
+        assert_eq!(std::mem::size_of::<RawDnsEvent>(), 56 + DNS_CAPTURE);
+        assert_eq!(DNS_HEADER, 56);
+    }
+
+    #[test]
+    fn dns_record_is_read_by_offset() {
+        let mut raw = RawDnsEvent {
+            netns: 4026531840,
+            len: 40,
+            seq: 9,
+            family: AF_INET,
+            protocol: 17,
+            sport: 53,
+            dport: 40000,
+            captured: 3,
+            pad: 0,
+            saddr: [0; 16],
+            daddr: [0; 16],
+            data: [0; DNS_CAPTURE],
+        };
+        raw.saddr[..4].copy_from_slice(&[127, 0, 0, 153]);
+        raw.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        raw.data[..3].copy_from_slice(b"abc");
+        // SAFETY: plain data viewed as bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw as *const RawDnsEvent).cast::<u8>(),
+                std::mem::size_of::<RawDnsEvent>(),
+            )
+        };
+        let p = dns_packet(bytes).unwrap();
+        assert_eq!(p.netns, 4026531840);
+        assert_eq!(
+            (p.len, p.seq, p.protocol, p.sport, p.dport),
+            (40, 9, 17, 53, 40000)
+        );
+        assert_eq!(p.server, "127.0.0.153".parse::<IpAddr>().unwrap());
+        assert_eq!(p.client, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(p.data, b"abc");
+        assert!(dns_packet(&bytes[..100]).is_none());
     }
 
     #[test]

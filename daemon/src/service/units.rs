@@ -1,6 +1,6 @@
 //! service::units: `picosnitch systemd`: writes a hardened `picosnitch.service` (Type=notify,
 //! watchdog, only the capabilities this configuration needs, read-only system, private network
-//! unless VirusTotal or a remote database is configured) and `picosnitch.socket` (the API on
+//! unless VirusTotal, a remote database or reverse DNS is configured) and `picosnitch.socket` (the API on
 //! 127.0.0.1:5100 and /run/picosnitch/api.sock).
 use super::control::systemd_booted;
 use crate::config::Loaded;
@@ -59,9 +59,10 @@ pub fn capabilities(loaded: &Loaded) -> Vec<(&'static str, &'static str)> {
     caps
 }
 
-/// True when the daemon (or one of its helpers) needs the network.
+/// True when the daemon (or one of its helpers) needs the network (`[dns] reverse_dns` asks the
+/// system resolver).
 pub fn needs_network(loaded: &Loaded) -> bool {
-    loaded.config.virustotal.enabled() || loaded.remote_database
+    loaded.config.virustotal.enabled() || loaded.remote_database || loaded.config.dns.reverse_dns
 }
 
 fn under(exe: &Path, dirs: &[&str]) -> bool {
@@ -160,7 +161,7 @@ pub fn service_unit(i: &UnitInput) -> String {
     if network {
         let _ = writeln!(
             u,
-            "# VirusTotal or a remote database: the network stays reachable.\n\
+            "# VirusTotal, a remote database or reverse DNS: the network stays reachable.\n\
              PrivateNetwork=no\n\
              RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"
         );
@@ -289,6 +290,18 @@ mod tests {
             log_filters: LogFilters::default(),
             remote_database: false,
         }
+    }
+
+    #[test]
+    fn reverse_dns_keeps_the_network() {
+        let mut c = Config::default();
+        c.dns.reverse_dns = true;
+        let l = loaded(c, DataAccess::default());
+        assert!(needs_network(&l));
+        assert!(!needs_network(&loaded(
+            Config::default(),
+            DataAccess::default()
+        )));
     }
 
     #[test]

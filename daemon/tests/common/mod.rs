@@ -27,6 +27,12 @@ impl Daemon {
     /// Unless `config` has an `[api]` section, the API's TCP listener takes a free port (see
     /// [`Daemon::api_addr`]), so daemons of tests running at the same time never collide.
     pub fn start(config: &str) -> Daemon {
+        Daemon::start_wrapped(config, &[])
+    }
+
+    /// Like `start`, with the daemon run by a wrapper command (`wrapper` then the daemon's
+    /// command line), e.g. one that gives it its own mount namespace. The wrapper must exec it.
+    pub fn start_wrapped(config: &str, wrapper: &[&str]) -> Daemon {
         let root = tempfile::tempdir().expect("tempdir");
         let cfg = root.path().join("config.toml");
         let mut config = config.to_string();
@@ -34,7 +40,15 @@ impl Daemon {
             config.push_str("\n[api]\nlisten = \"127.0.0.1:0\"\n");
         }
         std::fs::write(&cfg, config).unwrap();
-        let mut child = Command::new(BIN)
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = cmd
             .args(["start-no-daemon", "--config"])
             .arg(&cfg)
             .env("PICOSNITCH_ROOT", root.path())
