@@ -43,21 +43,12 @@ fn build_db(path: &Path) {
 }
 
 fn lookup(db: &Path, addrs: &[&str]) -> Vec<Value> {
-    let out = Command::new(BIN)
-        .args(["geoip", "--database"])
-        .arg(db)
-        .args(addrs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    json_lines(
+        Command::new(BIN)
+            .args(["geoip", "--database"])
+            .arg(db)
+            .args(addrs),
+    )
 }
 
 #[test]

@@ -5,7 +5,7 @@
 mod common;
 mod service_support;
 
-use common::{copy_exe, run_json, sha256sum, trafficgen};
+use common::{copy_exe, json_lines, run_json, sha256sum, trafficgen};
 use service_support::{wait_for, NotifySocket, Service, BIN};
 use std::collections::HashMap;
 use std::path::Path;
@@ -46,21 +46,12 @@ fn field<'a>(e: &'a Entry, k: &str) -> &'a str {
 }
 
 fn read_journal(dir: &Path) -> Vec<Entry> {
-    let out = Command::new("journalctl")
-        .arg("-D")
-        .arg(dir)
-        .args(["-o", "json", "--no-pager", "SYSLOG_IDENTIFIER=picosnitch"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    json_lines(Command::new("journalctl").arg("-D").arg(dir).args([
+        "-o",
+        "json",
+        "--no-pager",
+        "SYSLOG_IDENTIFIER=picosnitch",
+    ]))
 }
 
 #[test]

@@ -179,6 +179,20 @@ pub fn sha256sum(path: &Path) -> String {
         .to_string()
 }
 
+/// Runs a command that must succeed and parses every line it prints as JSON.
+pub fn json_lines<T: serde::de::DeserializeOwned>(cmd: &mut Command) -> Vec<T> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l}: {e}")))
+        .collect()
+}
+
 /// Runs a traffic generator copy and parses the JSON line it prints last.
 pub fn run_json(cmd: &mut Command) -> serde_json::Value {
     let out = cmd.output().expect("run traffic generator");
