@@ -14,8 +14,32 @@ pub use listen::{listeners, Fallback};
 
 use manager::Manager;
 use status::Snapshot;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// Replaces `path` with `bytes` atomically (a new temporary file, mode 0644, renamed over it),
+/// never following a link; `durable` also syncs the data before the rename.
+pub fn replace_file(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
+    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)?;
+    // The mode given to open is narrowed by the umask.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    f.write_all(bytes)?;
+    if durable {
+        f.sync_all()?;
+    }
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

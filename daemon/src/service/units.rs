@@ -7,8 +7,6 @@ use crate::config::Loaded;
 use crate::paths::Paths;
 use crate::run::{EXIT_CONFIG, EXIT_NOPERM, EXIT_UNAVAILABLE};
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -200,18 +198,7 @@ pub fn socket_unit(group: &str) -> String {
 }
 
 fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    super::replace_file(path, text.as_bytes(), true)
 }
 
 /// `picosnitch systemd [--config FILE]`: writes both units into /etc/systemd/system (under
