@@ -214,16 +214,29 @@ enum Names {
     MayBeMissing,
 }
 
+/// Checks configuration text that is not in a file yet (`origin` names it in errors), as the
+/// daemon would load it.
+pub fn check_text(origin: &Path, text: &str) -> Result<Loaded, ConfigError> {
+    from_text(origin, Some(text), Names::MustExist)
+}
+
 fn load_with(path: &Path, must_exist: bool, names: Names) -> Result<Loaded, ConfigError> {
+    if !(path.exists() || must_exist) {
+        return from_text(path, None, names);
+    }
+    // Read it ourselves so an unreadable file is an error naming it, not silent defaults.
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    from_text(path, Some(&text), names)
+}
+
+fn from_text(path: &Path, text: Option<&str>, names: Names) -> Result<Loaded, ConfigError> {
     let mut fig = Figment::from(Serialized::defaults(Config::default()));
-    if path.exists() || must_exist {
-        // Read it ourselves so an unreadable file is an error naming it, not silent defaults.
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        describe::check_syntax(path, &text)?;
-        fig = fig.merge(Toml::string(&text));
+    if let Some(text) = text {
+        describe::check_syntax(path, text)?;
+        fig = fig.merge(Toml::string(text));
     }
     // Only PICOSNITCH_SECTION__KEY variables are config; PICOSNITCH_ROOT, PICOSNITCH_LOG and the
     // test scripts' variables are not.

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use toml::{Table, Value as Toml};
 
@@ -157,7 +157,7 @@ pub fn convert_config(src: &Path) -> Result<String> {
         text.push_str(&format!("# not imported (no equivalent): {n:?}\n"));
     }
     text.push_str(&toml::to_string(&out).context("cannot write TOML")?);
-    validate(&text)?;
+    validate(src, &text)?;
     Ok(text)
 }
 
@@ -242,24 +242,11 @@ fn split_ignore(v: &Value, out: &mut Table) -> Result<()> {
 }
 
 /// Loads the converted text with this version's config loader: an error names the key.
-fn validate(text: &str) -> Result<()> {
-    let dir = tempfile_dir()?;
-    let p = dir.join("config.toml");
-    std::fs::write(&p, text)?;
-    let res = crate::config::load(&p, true);
-    let _ = std::fs::remove_dir_all(&dir);
-    let loaded = res.map_err(|e| anyhow::anyhow!("the imported settings are not valid: {e}"))?;
+fn validate(src: &Path, text: &str) -> Result<()> {
+    let loaded = crate::config::check_text(src, text)
+        .map_err(|e| anyhow::anyhow!("the imported settings are not valid: {e}"))?;
     for w in loaded.warnings {
         eprintln!("note: {w}");
     }
     Ok(())
-}
-
-fn tempfile_dir() -> Result<PathBuf> {
-    let base = std::env::temp_dir().join(format!("picosnitch-migrate-{}", std::process::id()));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&base)
-        .with_context(|| format!("cannot create {}", base.display()))?;
-    Ok(base)
 }
