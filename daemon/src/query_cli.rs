@@ -1,6 +1,8 @@
 //! query_cli.rs: `picosnitch query`: the API's aggregate over a time range, checked the same way,
 //! printed as a table, JSON or CSV straight from a read-only connection to the database.
+use crate::api::geo;
 use crate::api::query::Aggregate;
+use crate::geoip::{GeoError, Lookup};
 use crate::paths::Paths;
 use crate::sink::now_unix;
 use anyhow::{bail, Context, Result};
@@ -18,7 +20,7 @@ pub enum Format {
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Dimensions to group by, comma-separated (exe, name, sha256, domain, raddr, rport, uid,
-    /// container, day, hour, …); none: one total.
+    /// container, day, hour, country, asn, …); none: one total.
     #[arg(long, default_value = "exe")]
     pub by: String,
     /// Start: unix seconds, or a time ago like 30m, 12h, 7d (default: a day before --to).
@@ -41,6 +43,9 @@ pub struct Args {
     /// Database (default: /var/lib/picosnitch/picosnitch.db).
     #[arg(long)]
     pub db: Option<PathBuf>,
+    /// Configuration file naming the GeoIP databases (default: /etc/picosnitch/config.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// A time argument: unix seconds, or a duration ago (`90s`, `30m`, `12h`, `7d`, `2w`).
@@ -90,12 +95,29 @@ pub fn run(a: Args) -> Result<()> {
     let now = now_unix();
     let raw = query_string(&a, now)?;
     let agg = Aggregate::from_query(Some(&raw), now).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let geo = geo_lookup(a.config.clone())?;
+    geo::require(&agg.by, geo.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let db = a.db.clone().unwrap_or_else(|| Paths::from_env().db);
     let conn = crate::api::db::open(&db)?;
-    let out = agg.run(&conn).context("query failed")?;
-    let mut columns: Vec<String> = agg.by.iter().map(|d| d.name.to_string()).collect();
+    let out = agg.run(&conn, geo.as_ref()).context("query failed")?;
+    let mut columns: Vec<String> = Vec::new();
+    for d in &agg.by {
+        let extra = if geo.is_some() {
+            geo_columns(d.name)
+        } else {
+            &[]
+        };
+        for c in std::iter::once(d.name).chain(extra.iter().copied()) {
+            if !columns.iter().any(|have| have == c) {
+                columns.push(c.to_string());
+            }
+        }
+    }
     columns.extend(["send", "recv", "events"].map(String::from));
-    let rows = out["rows"].as_array().cloned().unwrap_or_default();
+    let rows: Vec<Value> = out["rows"]
+        .as_array()
+        .map(|r| r.iter().map(flatten_geo).collect())
+        .unwrap_or_default();
     let mut stdout = std::io::stdout().lock();
     match a.format {
         Format::Json => writeln!(stdout, "{out}")?,
@@ -142,6 +164,41 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
+/// The GeoIP databases of the configuration, if any can be opened (a note on stderr otherwise).
+fn geo_lookup(config: Option<PathBuf>) -> Result<Option<Lookup>> {
+    let databases = crate::geoip::configured(config)?;
+    let (lookup, skipped) = Lookup::open_all(&databases);
+    for e in skipped {
+        if matches!(e, GeoError::Open { .. }) {
+            eprintln!("picosnitch: {e}");
+        }
+    }
+    Ok(lookup)
+}
+
+/// Table and CSV columns that follow a dimension when GeoIP databases are in use.
+fn geo_columns(dim: &str) -> &'static [&'static str] {
+    match dim {
+        "raddr" => &["country", "city", "asn", "as_org"],
+        "country" => &["country_name"],
+        "asn" => &["as_org"],
+        _ => &[],
+    }
+}
+
+/// A row with its `geo` object's fields moved up, for the table and CSV columns.
+fn flatten_geo(row: &Value) -> Value {
+    let mut row = row.clone();
+    if let Some(obj) = row.as_object_mut() {
+        if let Some(Value::Object(geo)) = obj.remove("geo") {
+            for (k, v) in geo {
+                obj.entry(k).or_insert(v);
+            }
+        }
+    }
+    row
+}
+
 fn cell(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -170,6 +227,7 @@ mod tests {
             limit: 5,
             format: Format::Table,
             db: None,
+            config: None,
         };
         let q = query_string(&a, 7200).unwrap();
         assert_eq!(

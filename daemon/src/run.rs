@@ -95,8 +95,8 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         tracing::info!("optional hook not available on this kernel: {why}");
     }
     log_dns(&collector.attached);
-    // Opened for the log note now and for the query side, which looks addresses up.
-    let _geoip = crate::geoip::open_configured(&cfg.geoip);
+    // Opened once, for the API's answers.
+    let geoip = crate::geoip::open_configured(&cfg.geoip).map(std::sync::Arc::new);
     // One daemon per state directory; held until the process exits.
     let _pidfile = match PidFile::acquire(&paths.pidfile) {
         Ok(p) => p,
@@ -196,7 +196,14 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         }
     };
     let hook_set = collector.attached.hook_set;
-    let api_info = api_info(&collector.attached);
+    let mut api_info = api_info(&collector.attached);
+    if let Some(g) = &geoip {
+        api_info.geoip = g
+            .databases()
+            .into_iter()
+            .map(|(p, kind)| (p.display().to_string(), kind))
+            .collect();
+    }
     let manager = Manager::from_env();
     if let Some(w) = manager.watchdog() {
         tracing::info!(
@@ -222,7 +229,7 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         // Handlers are installed before readiness is announced, so no signal is missed.
         let signals = Signals::install()?;
         // From here on the API server owns the listeners (and the socket file bound here).
-        let api = api_listeners.map(|l| crate::api::start(l, db_path, feed, api_info));
+        let api = api_listeners.map(|l| crate::api::start(l, db_path, feed, api_info, geoip));
         tracing::info!(
             hook_set,
             db,
@@ -257,6 +264,7 @@ fn api_info(attached: &crate::collector::Attached) -> crate::api::Info {
             .collect(),
         skipped: attached.skipped.clone(),
         started: crate::sink::now_unix(),
+        geoip: Vec::new(),
     }
 }
 

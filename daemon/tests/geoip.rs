@@ -1,12 +1,16 @@
 //! geoip: a small MaxMind-format database built here with MaxMind's own writer (Debian's
 //! libmaxmind-db-writer-perl); `picosnitch geoip` must read country, city and autonomous system
-//! from it, and the daemon must name the database it uses (and start without one).
+//! from it, the daemon must name the database it uses (and start without one), and real traffic
+//! to addresses of the database must come out of the API and `picosnitch query` by country.
+mod api_support;
 mod common;
 
+use api_support::*;
 use common::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 const WRITER: &str = r#"
 use strict; use warnings;
@@ -105,5 +109,209 @@ fn daemon_names_its_database_and_runs_without_one() {
         stopped.log.contains("no GeoIP database found"),
         "{}",
         stopped.log
+    );
+}
+
+/// A network namespace whose loopback carries documentation addresses of the test database.
+struct GeoNetns(String);
+
+const NS_ADDRS: &[&str] = &["192.0.2.7/32", "2001:db8::1/128", "198.51.100.1/32"];
+
+impl GeoNetns {
+    fn new() -> GeoNetns {
+        let name = format!("psgeo{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let st = Command::new("ip").args(args).status().expect("ip");
+            assert!(st.success(), "ip {args:?} failed");
+        };
+        ip(&["netns", "add", &name]);
+        let ns = GeoNetns(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        for a in NS_ADDRS {
+            let mut args = vec!["-n", &ns.0, "addr", "add", a, "dev", "lo"];
+            if a.contains(':') {
+                args.push("nodad");
+            }
+            ip(&args);
+        }
+        ns
+    }
+}
+
+impl Drop for GeoNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+const BYTES: i64 = 200_000;
+
+/// Polls `target` until `done` accepts the answer (30 s at most).
+fn poll(to: &To, target: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = ok(to, target);
+        if done(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{target}: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn answers_group_and_annotate_by_country() {
+    let dir = tempfile::tempdir().unwrap();
+    let mmdb = dir.path().join("test.mmdb");
+    build_db(&mmdb);
+    let ns = GeoNetns::new();
+    let gen = trafficgen();
+    // One generator per address: Germany, France (registered country only), not in the database.
+    let cases = [
+        ("tg-de", "192.0.2.7"),
+        ("tg-fr", "2001:db8::1"),
+        ("tg-none", "198.51.100.1"),
+    ];
+    let exes: Vec<_> = cases
+        .iter()
+        .map(|(n, _)| copy_exe(&gen, dir.path(), n))
+        .collect();
+    let d = Daemon::start(&format!(
+        "[database]\nwrite_limit_seconds = 1\n[geoip]\ndatabases = [\"{}\"]\n",
+        mmdb.display()
+    ));
+    for ((_, addr), exe) in cases.iter().zip(&exes) {
+        let out = run_json(
+            Command::new("ip")
+                .args(["netns", "exec", &ns.0])
+                .arg(exe)
+                .args(["tcp-up", "--addr", addr, "--bytes", &BYTES.to_string()]),
+        );
+        assert_eq!(out["sent"].as_i64(), Some(BYTES), "{out}");
+    }
+    let to = To::Tcp(d.api_addr().expect("API address in the log"));
+    let exe_q = |i: usize| enc(&exes[i].to_string_lossy());
+    // Client and forked server are the same executable: BYTES sent and BYTES received.
+    let full = |v: &Value| {
+        v["rows"].as_array().is_some_and(|r| {
+            r.len() == 1 && r[0]["send"].as_i64() == Some(BYTES) && r[0]["recv"] == BYTES
+        })
+    };
+    let de = poll(
+        &to,
+        &format!("/api/v1/aggregate?by=country&exe={}", exe_q(0)),
+        full,
+    );
+    assert_eq!(de["rows"][0]["country"], "DE", "{de}");
+    assert_eq!(de["rows"][0]["country_name"], "Germany", "{de}");
+    let fr = poll(
+        &to,
+        &format!("/api/v1/aggregate?by=country,asn&exe={}", exe_q(1)),
+        full,
+    );
+    assert_eq!(fr["rows"][0]["country"], "FR", "{fr}");
+    assert!(fr["rows"][0]["asn"].is_null(), "{fr}");
+    let none = poll(
+        &to,
+        &format!("/api/v1/aggregate?by=country&exe={}", exe_q(2)),
+        full,
+    );
+    assert_eq!(none["rows"][0]["country"], "", "{none}");
+    // Rows by remote address carry what the database knows of it.
+    let by_addr = ok(&to, &format!("/api/v1/aggregate?by=raddr&exe={}", exe_q(0)));
+    let row = &by_addr["rows"][0];
+    assert_eq!(row["raddr"], "192.0.2.7", "{by_addr}");
+    assert_eq!(row["geo"]["city"], "Berlin", "{by_addr}");
+    assert_eq!(row["geo"]["asn"], 64500, "{by_addr}");
+    let by_as = ok(&to, &format!("/api/v1/aggregate?by=asn&exe={}", exe_q(0)));
+    assert_eq!(by_as["rows"][0]["asn"], 64500, "{by_as}");
+    assert_eq!(by_as["rows"][0]["as_org"], "Example AS", "{by_as}");
+    // Sums regroup exactly: the three executables together by country.
+    let all = ok(&to, "/api/v1/aggregate?by=exe,country&limit=10000");
+    for (i, want) in ["DE", "FR", ""].iter().enumerate() {
+        let exe = exes[i].to_string_lossy();
+        let rows: Vec<&Value> = all["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["exe"] == *exe)
+            .collect();
+        assert_eq!(rows.len(), 1, "{exe}: {all}");
+        assert_eq!(rows[0]["country"], *want, "{exe}: {all}");
+    }
+    let distinct = ok(&to, "/api/v1/distinct?dim=country");
+    let values = distinct["values"].as_array().unwrap();
+    assert!(
+        values.contains(&"DE".into()) && values.contains(&"FR".into()),
+        "{distinct}"
+    );
+    let drill = ok(&to, &format!("/api/v1/exe?exe={}", exe_q(0)));
+    assert_eq!(drill["countries"]["rows"][0]["country"], "DE", "{drill}");
+    assert_eq!(drill["peers"]["rows"][0]["geo"]["country"], "DE", "{drill}");
+    let status = ok(&to, "/api/v1/status");
+    assert_eq!(
+        status["geoip_databases"][0]["type"], "picosnitch-Test",
+        "{status}"
+    );
+    // Not a filter, and not a dimension of its own: clean refusals.
+    let r = get(&to, "/api/v1/aggregate?country=DE");
+    assert_eq!(r.status, 400, "{}", r.body);
+    let stopped = d.stop();
+
+    // The CLI: the same groups from the configuration's databases, as CSV and as a table.
+    let config = stopped.root.path().join("config.toml");
+    let query = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["query", "--from", "1d", "--db"])
+            .arg(&stopped.db)
+            .arg("--config")
+            .arg(&config)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let where_de = format!("exe={}", exes[0].display());
+    let out = query(&["--by", "country", "--where", &where_de, "--format", "csv"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("country,country_name,send,recv,events"));
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with(&format!("DE,Germany,{BYTES},{BYTES},")),
+        "{csv}"
+    );
+    let out = query(&["--by", "raddr", "--where", &where_de]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    let head: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        head,
+        ["raddr", "country", "city", "asn", "as_org", "send", "recv", "events"]
+    );
+    assert!(
+        table.contains("192.0.2.7") && table.contains("Berlin"),
+        "{table}"
+    );
+    // Without a GeoIP database, grouping by country is refused, naming why.
+    let off = dir.path().join("off.toml");
+    std::fs::write(&off, "[geoip]\ndatabases = []\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["query", "--by", "country", "--db"])
+        .arg(&stopped.db)
+        .arg("--config")
+        .arg(&off)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("GeoIP database") && err.contains("country"),
+        "{err}"
     );
 }

@@ -25,6 +25,9 @@ pub enum QueryError {
     Sql(#[from] rusqlite::Error),
     #[error("the query was cancelled")]
     Cancelled,
+    /// The answer would be too large to build; the text says what to narrow.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// A small pool of read-only connections to the database at `path`.

@@ -22,6 +22,18 @@ pub struct Dim {
     /// SQL condition over `connections c` with one `?` for an equality filter (using the indexes
     /// on ids); `None`: not a filter (use `from`/`to` for time).
     pub filter: Option<&'static str>,
+    /// Looked up from the remote address in the GeoIP databases rather than stored: the SQL
+    /// fields are those of `raddr`, and `api::geo` groups the answer by the lookup.
+    pub geo: Option<GeoKey>,
+}
+
+/// What a GeoIP dimension groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeoKey {
+    /// ISO 3166-1 alpha-2 code of the remote address's country (`""` when unknown).
+    Country,
+    /// Autonomous system number of the remote address (`null` when unknown).
+    Asn,
 }
 
 /// Lookup-table joins on the first step's result `x`, referenced by bit from [`Dim::joins`].
@@ -59,6 +71,7 @@ const fn text(
         joins,
         numeric: false,
         filter: Some(filter),
+        geo: None,
     }
 }
 
@@ -77,6 +90,7 @@ const fn int(
         joins: 0,
         numeric: true,
         filter: Some(filter),
+        geo: None,
     }
 }
 
@@ -90,8 +104,26 @@ const fn time(name: &'static str, column: &'static str, expr: &'static str) -> D
         joins: 0,
         numeric: true,
         filter: None,
+        geo: None,
     }
 }
+
+/// A dimension looked up from the remote address (not a filter).
+const fn geo(name: &'static str, key: GeoKey) -> Dim {
+    Dim {
+        name,
+        column: RADDR.0,
+        key: RADDR.1,
+        expr: RADDR_EXPR,
+        joins: RA,
+        numeric: false,
+        filter: None,
+        geo: Some(key),
+    }
+}
+
+const RADDR: (&str, &str) = ("c.raddr_id", "raddr_id");
+const RADDR_EXPR: &str = "COALESCE(ra.addr, '')";
 
 const EXE_ID: (&str, &str) = ("c.exe_id", "exe_id");
 
@@ -153,8 +185,8 @@ pub const DIMS: &[Dim] = &[
     ),
     text(
         "raddr",
-        ("c.raddr_id", "raddr_id"),
-        "COALESCE(ra.addr, '')",
+        RADDR,
+        RADDR_EXPR,
         RA,
         "c.raddr_id IN (SELECT id FROM addresses WHERE addr = ?)",
     ),
@@ -175,6 +207,8 @@ pub const DIMS: &[Dim] = &[
     ),
     time("hour", "(c.contime / 3600) * 3600", "x.hour"),
     time("day", "(c.contime / 86400) * 86400", "x.day"),
+    geo("country", GeoKey::Country),
+    geo("asn", GeoKey::Asn),
 ];
 
 /// The dimension called exactly `name`.
@@ -228,7 +262,8 @@ mod tests {
                 d.filter.map(|_| 1)
             );
         }
-        assert_eq!(DIMS.len(), 18);
+        assert_eq!(DIMS.len(), 20);
+        assert!(find("country").unwrap().filter.is_none());
         assert!(find("hour").unwrap().filter.is_none());
         assert!(find("exe ").is_none());
     }

@@ -1,9 +1,11 @@
 //! exe.rs: the drill-down of one executable, chosen by path or by sha256: its paths, names and
 //! hashes, when it was first and last seen (known_executables), and its totals, top peers,
-//! domains, parents, users, containers and command lines in a time range.
+//! domains, parents, users, containers, command lines and (with GeoIP) countries in a time range.
+use super::db::QueryError;
 use super::dims::find;
 use super::params::{Filter, Range};
 use super::query::{Aggregate, Order};
+use crate::geoip::Lookup;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{json, Map, Value as Json};
 
@@ -80,7 +82,8 @@ pub fn drill(
     sel: &Selector,
     range: Range,
     limit: u32,
-) -> rusqlite::Result<Option<Json>> {
+    geo: Option<&Lookup>,
+) -> Result<Option<Json>, QueryError> {
     let paths = listed(conn, "executables", "exe", sel)?;
     let known = known(conn, sel)?;
     if paths.is_empty() && known.is_empty() {
@@ -100,7 +103,7 @@ pub fn drill(
         dim,
         value: rusqlite::types::Value::Text(sel.value().to_owned()),
     };
-    let top = |by: &[&str], limit: u32| -> rusqlite::Result<Json> {
+    let top = |by: &[&str], limit: u32| -> Result<Json, QueryError> {
         let q = Aggregate {
             by: by
                 .iter()
@@ -111,7 +114,7 @@ pub fn drill(
             order: Order::Bytes,
             limit,
         };
-        q.run(conn)
+        q.run(conn, geo)
     };
     let totals = top(&[], 1)?["rows"][0].clone();
     let mut out = Map::new();
@@ -138,7 +141,11 @@ pub fn drill(
         ("users", &["uid"][..]),
         ("containers", &["container"][..]),
         ("cmdlines", &["cmdline"][..]),
+        ("countries", &["country"][..]),
     ] {
+        if key == "countries" && geo.is_none() {
+            continue;
+        }
         out.insert(key.into(), top(by, limit)?);
     }
     Ok(Some(Json::Object(out)))

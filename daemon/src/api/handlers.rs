@@ -3,7 +3,7 @@
 use super::exe::{self, Selector};
 use super::params::{BadRequest, Extra, Params};
 use super::query::{self, Aggregate, Distinct};
-use super::{metrics, status, ApiState, Problem};
+use super::{geo, metrics, status, ApiState, Problem};
 use crate::sink::now_unix;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
@@ -21,12 +21,17 @@ fn dim_names(dims: &[&super::dims::Dim]) -> Vec<&'static str> {
 /// `GET /api/v1/aggregate?by=exe,domain&from&to&limit&order` plus filters.
 pub async fn aggregate(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Answer {
     let agg = Aggregate::from_query(q.as_deref(), now_unix())?;
+    geo::require(&agg.by, st.geo.as_deref())?;
     let head = json!({
         "from": agg.range.from,
         "to": agg.range.to,
         "by": dim_names(&agg.by),
     });
-    let mut out = st.reader.run(move |c| Ok(agg.run(c)?)).await?;
+    let lookup = st.geo.clone();
+    let mut out = st
+        .reader
+        .run(move |c| agg.run(c, lookup.as_deref()))
+        .await?;
     merge(&mut out, head);
     Ok(Json(out))
 }
@@ -45,7 +50,9 @@ pub async fn distinct(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) ->
         limit: p.limit(1000)?,
     };
     let head = json!({ "from": d.range.from, "to": d.range.to, "dim": d.dim.name });
-    let mut out = st.reader.run(move |c| Ok(d.run(c)?)).await?;
+    geo::require(&[d.dim], st.geo.as_deref())?;
+    let lookup = st.geo.clone();
+    let mut out = st.reader.run(move |c| d.run(c, lookup.as_deref())).await?;
     merge(&mut out, head);
     Ok(Json(out))
 }
@@ -70,9 +77,10 @@ pub async fn exe(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Answ
     let range = p.range(now_unix())?;
     let limit = p.limit(10)?;
     let wanted = sel.clone();
+    let lookup = st.geo.clone();
     let out = st
         .reader
-        .run(move |c| Ok(exe::drill(c, &wanted, range, limit)?))
+        .run(move |c| exe::drill(c, &wanted, range, limit, lookup.as_deref()))
         .await?;
     out.map(Json).ok_or_else(|| {
         let what = match &sel {

@@ -7,12 +7,14 @@
 //! - `query.rs`, `exe.rs`: parameterised SQL for aggregates, distinct values, losses, drill-down.
 //! - `db.rs`: read-only connections in the blocking pool, bounded in time.
 //! - `feed.rs`, `events.rs`: what the writer publishes after each commit, and its live feed.
+//! - `geo.rs`: what the GeoIP databases say of remote addresses, and grouping by it.
 //! - `metrics.rs`, `status.rs`: counters and facts, as Prometheus text and as JSON.
 pub mod db;
 mod dims;
 mod events;
 mod exe;
 mod feed;
+pub mod geo;
 mod handlers;
 mod host;
 mod listen;
@@ -27,6 +29,7 @@ pub use feed::Feed;
 pub use listen::Server;
 pub use status::Info;
 
+use crate::geoip::Lookup;
 use crate::service::listen::Listeners;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -46,6 +49,7 @@ pub struct ApiState {
     reader: Arc<Reader>,
     feed: Feed,
     info: Info,
+    geo: Option<Arc<Lookup>>,
 }
 
 /// An error answer: a status and a JSON body `{"error": "..."}`.
@@ -81,6 +85,7 @@ impl From<QueryError> for Problem {
     fn from(e: QueryError) -> Problem {
         let status = match e {
             QueryError::Timeout(_) | QueryError::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
+            QueryError::TooLarge(_) => StatusCode::BAD_REQUEST,
             QueryError::Open { .. } | QueryError::Sql(_) => {
                 tracing::error!("API query failed: {e}");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -106,13 +111,20 @@ fn routers(state: Arc<ApiState>) -> (Router, Router) {
     (app, checked)
 }
 
-/// Serves the API on `listeners` from read-only connections to the database at `db`. Must be
-/// called within a tokio runtime.
-pub fn start(listeners: Listeners, db: PathBuf, feed: Feed, info: Info) -> Server {
+/// Serves the API on `listeners` from read-only connections to the database at `db`, with the
+/// GeoIP databases `geo` if any. Must be called within a tokio runtime.
+pub fn start(
+    listeners: Listeners,
+    db: PathBuf,
+    feed: Feed,
+    info: Info,
+    geo: Option<Arc<Lookup>>,
+) -> Server {
     let state = Arc::new(ApiState {
         reader: Arc::new(Reader::new(db, QUERY_TIMEOUT)),
         feed,
         info,
+        geo,
     });
     let (app, checked) = routers(state);
     Server::start(listeners, app, checked)

@@ -1,8 +1,10 @@
 //! query.rs: builds and runs the parameterised SQL of the aggregate, distinct and losses queries.
 //! SQL text comes only from the dimension whitelist and fixed fragments; every value from a
 //! request is a bound parameter.
+use super::db::QueryError;
 use super::dims::{self, Dim};
 use super::params::{BadRequest, Extra, Filter, Params, Range};
+use crate::geoip::Lookup;
 use rusqlite::types::Value;
 use rusqlite::Connection;
 use serde_json::{json, Map, Value as Json};
@@ -130,8 +132,24 @@ impl Aggregate {
         Sql { text, params }
     }
 
-    /// Runs the query: `{"rows": [...], "truncated": bool}`.
-    pub fn run(&self, conn: &Connection) -> rusqlite::Result<Json> {
+    /// Runs the query: `{"rows": [...], "truncated": bool}`. With `geo`, rows grouped by the
+    /// remote address say what the databases know of it, and the `country` and `asn`
+    /// dimensions can be used.
+    pub fn run(&self, conn: &Connection, geo: Option<&Lookup>) -> Result<Json, QueryError> {
+        let (mut rows, truncated) = if self.by.iter().any(|d| d.geo.is_some()) {
+            super::geo::grouped(self, conn, geo)?
+        } else {
+            self.fetch(conn)?
+        };
+        if let Some(lookup) = geo {
+            super::geo::annotate(&mut rows, lookup);
+        }
+        Ok(json!({ "rows": rows, "truncated": truncated }))
+    }
+
+    /// The rows of the SQL query (each `{dim: value, …, "send", "recv", "events", "rows"}`) and
+    /// whether there were more than `limit`.
+    pub fn fetch(&self, conn: &Connection) -> rusqlite::Result<(Vec<Json>, bool)> {
         let sql = self.sql();
         let mut st = conn.prepare(&sql.text)?;
         let n = self.by.len();
@@ -150,15 +168,17 @@ impl Aggregate {
             let sum = |i: usize| -> rusqlite::Result<i64> {
                 Ok(r.get::<_, Option<i64>>(i)?.unwrap_or_default())
             };
-            obj.insert("send".into(), sum(n)?.into());
-            obj.insert("recv".into(), sum(n + 1)?.into());
-            obj.insert("events".into(), sum(n + 2)?.into());
-            obj.insert("rows".into(), sum(n + 3)?.into());
+            for (i, name) in SUMS.iter().enumerate() {
+                obj.insert((*name).into(), sum(n + i)?.into());
+            }
             out.push(Json::Object(obj));
         }
-        Ok(json!({ "rows": out, "truncated": truncated }))
+        Ok((out, truncated))
     }
 }
+
+/// The sums every aggregate row carries, in the order of the query's columns.
+pub const SUMS: [&str; 4] = ["send", "recv", "events", "rows"];
 
 /// The distinct values of one dimension, ascending.
 #[derive(Debug, Clone)]
@@ -184,8 +204,21 @@ impl Distinct {
         Sql { text, params }
     }
 
-    /// `{"values": [...], "truncated": bool}`.
-    pub fn run(&self, conn: &Connection) -> rusqlite::Result<Json> {
+    /// `{"values": [...], "truncated": bool}`; the values of a GeoIP dimension are those of the
+    /// remote addresses in the range, looked up in `geo`.
+    pub fn run(&self, conn: &Connection, geo: Option<&Lookup>) -> Result<Json, QueryError> {
+        if self.dim.geo.is_some() {
+            let agg = Aggregate {
+                by: vec![self.dim],
+                range: self.range,
+                filters: self.filters.clone(),
+                order: Order::Key,
+                limit: self.limit,
+            };
+            let (rows, truncated) = super::geo::grouped(&agg, conn, geo)?;
+            let values: Vec<Json> = rows.iter().map(|r| r[self.dim.name].clone()).collect();
+            return Ok(json!({ "values": values, "truncated": truncated }));
+        }
         let sql = self.sql();
         let mut st = conn.prepare(&sql.text)?;
         let mut values: Vec<Json> = st

@@ -1,5 +1,6 @@
 //! status.rs: what the daemon is (version, kernel, attached hook set, refused sets, skipped
-//! optional hooks, start time) and the `/api/v1/status` answer built from it and the counters.
+//! optional hooks, start time, GeoIP databases) and the `/api/v1/status` answer built from it
+//! and the counters.
 use super::metrics::Snapshot;
 use rusqlite::Connection;
 use serde_json::{json, Value as Json};
@@ -16,6 +17,8 @@ pub struct Info {
     pub skipped: Vec<String>,
     /// Unix time the daemon started.
     pub started: i64,
+    /// GeoIP databases in use: path and database type.
+    pub geoip: Vec<(String, String)>,
 }
 
 /// What the database says: its schema version and the time of its newest row.
@@ -40,6 +43,7 @@ pub fn status(info: &Info, s: &Snapshot, subscribers: usize, database: Json, now
         "refused_hook_sets": refused,
         "skipped_optional_hooks": info.skipped,
         "started": info.started,
+        "geoip_databases": info.geoip.iter().map(|(path, kind)| json!({ "path": path, "type": kind })).collect::<Vec<_>>(),
         "uptime_seconds": (now - info.started).max(0),
         "database": database,
         "counters": {

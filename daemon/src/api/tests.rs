@@ -75,7 +75,7 @@ const ALL: Range = Range {
 #[test]
 fn aggregates_sum_exactly() {
     let (_d, c) = db();
-    let out = agg(&["exe"], &[], ALL, Order::Bytes).run(&c).unwrap();
+    let out = agg(&["exe"], &[], ALL, Order::Bytes).run(&c, None).unwrap();
     let rows = out["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0]["exe"], "/usr/bin/curl");
@@ -92,26 +92,28 @@ fn aggregates_sum_exactly() {
         Range { from: 0, to: 2000 },
         Order::Key,
     )
-    .run(&c)
+    .run(&c, None)
     .unwrap();
     let rows = out["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["raddr"], "1.1.1.1");
     assert_eq!(rows[0]["send"], 10);
     // Hours, integers stay integers.
-    let out = agg(&["hour", "uid"], &[], ALL, Order::Key).run(&c).unwrap();
+    let out = agg(&["hour", "uid"], &[], ALL, Order::Key)
+        .run(&c, None)
+        .unwrap();
     assert_eq!(out["rows"][0]["hour"], 0);
     assert_eq!(out["rows"][1]["hour"], 3600);
     assert_eq!(out["rows"][1]["send"], 40);
     // Totals of nothing are zeros.
     let out = agg(&[], &[], Range { from: 0, to: 1 }, Order::Bytes)
-        .run(&c)
+        .run(&c, None)
         .unwrap();
     assert_eq!(out["rows"][0]["send"], 0);
     // A limit cuts and says so.
     let mut q = agg(&["raddr"], &[], ALL, Order::Bytes);
     q.limit = 1;
-    let out = q.run(&c).unwrap();
+    let out = q.run(&c, None).unwrap();
     assert_eq!(out["rows"].as_array().unwrap().len(), 1);
     assert_eq!(out["truncated"], true);
 }
@@ -125,12 +127,12 @@ fn injection_strings_are_values() {
         ALL,
         Order::Bytes,
     )
-    .run(&c)
+    .run(&c, None)
     .unwrap();
     assert_eq!(out["rows"].as_array().unwrap().len(), 0);
     // The path that looks like an injection is found as itself, and only it.
     let out = agg(&["exe"], &[("exe", "/bin/x' OR '1'='1")], ALL, Order::Bytes)
-        .run(&c)
+        .run(&c, None)
         .unwrap();
     assert_eq!(out["rows"].as_array().unwrap().len(), 1);
     assert_eq!(out["rows"][0]["send"], 7);
@@ -156,7 +158,7 @@ fn distinct_values() {
         filters: vec![Filter::new(find("exe").unwrap(), "/usr/bin/curl").unwrap()],
         limit: 10,
     };
-    let out = q.run(&c).unwrap();
+    let out = q.run(&c, None).unwrap();
     assert_eq!(out["values"], serde_json::json!(["1.1.1.1", "8.8.8.8"]));
     let q = Distinct {
         dim: find("lport").unwrap(),
@@ -164,14 +166,14 @@ fn distinct_values() {
         filters: vec![],
         limit: 10,
     };
-    assert_eq!(q.run(&c).unwrap()["values"], serde_json::json!([1]));
+    assert_eq!(q.run(&c, None).unwrap()["values"], serde_json::json!([1]));
 }
 
 #[test]
 fn drill_down_of_one_executable() {
     let (_d, c) = db();
     let sel = Selector::Exe("/usr/bin/curl".into());
-    let out = drill(&c, &sel, ALL, 10).unwrap().unwrap();
+    let out = drill(&c, &sel, ALL, 10, None).unwrap().unwrap();
     assert_eq!(out["exe"], "/usr/bin/curl");
     // The rows' parent is the same path under another name (see test_row).
     assert_eq!(out["names"], serde_json::json!(["curl", "x\"y"]));
@@ -183,10 +185,10 @@ fn drill_down_of_one_executable() {
     assert_eq!(out["peers"]["rows"][0]["send"], 50);
     assert_eq!(out["parents"]["rows"][0]["pexe"], "/usr/bin/curl");
     let by_hash = Selector::Sha256(format!("{:0>64}", "/bin/ssh".len()));
-    let out = drill(&c, &by_hash, ALL, 10).unwrap().unwrap();
+    let out = drill(&c, &by_hash, ALL, 10, None).unwrap().unwrap();
     assert_eq!(out["paths"], serde_json::json!(["/bin/ssh"]));
     assert_eq!(out["totals"]["recv"], 2);
-    assert!(drill(&c, &Selector::Exe("/nope".into()), ALL, 10)
+    assert!(drill(&c, &Selector::Exe("/nope".into()), ALL, 10, None)
         .unwrap()
         .is_none());
 }

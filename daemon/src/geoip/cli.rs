@@ -5,15 +5,23 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The `[geoip] databases` of the configuration file given, or of the default one (which may
+/// be missing: then the defaults).
+pub fn configured(config: Option<PathBuf>) -> Result<Vec<PathBuf>, crate::config::ConfigError> {
+    let (path, must_exist) = match config {
+        Some(p) => (p, true),
+        None => (crate::paths::Paths::from_env().config, false),
+    };
+    Ok(crate::config::load(&path, must_exist)?
+        .config
+        .geoip
+        .databases)
+}
+
 pub fn cli(databases: Vec<PathBuf>, config: Option<PathBuf>, addrs: &[IpAddr]) -> ExitCode {
     let databases = if databases.is_empty() {
-        let paths = crate::paths::Paths::from_env();
-        let (path, must_exist) = match config {
-            Some(p) => (p, true),
-            None => (paths.config, false),
-        };
-        match crate::config::load(&path, must_exist) {
-            Ok(l) => l.config.geoip.databases,
+        match configured(config) {
+            Ok(d) => d,
             Err(e) => {
                 eprintln!("picosnitch: {e}");
                 return ExitCode::from(crate::run::EXIT_CONFIG);

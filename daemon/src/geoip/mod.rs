@@ -11,7 +11,7 @@
 //! `Lookup` is `Send + Sync`: one opened at start-up can be shared (`Arc`) by every reader.
 mod cli;
 
-pub use cli::cli;
+pub use cli::{cli, configured};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
