@@ -172,7 +172,7 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     }
     let db_path = store.path().to_path_buf();
     let db = db_path.display().to_string();
-    let feed = crate::api::Feed::default();
+    let feed = crate::api::Feed::new(geoip.clone());
     let sink = match Sink::start(
         store,
         identity.cache.clone(),

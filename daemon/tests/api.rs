@@ -195,8 +195,8 @@ fn every_endpoint_answers_from_real_traffic() {
     );
 
     // The live feeds saw exactly the rows of this executable.
-    assert_eq!(sse.join().unwrap(), want, "SSE feed");
-    assert_eq!(jsonl.join().unwrap(), want, "JSON-lines feed");
+    assert_eq!(sse.join().unwrap().sums, want, "SSE feed");
+    assert_eq!(jsonl.join().unwrap().sums, want, "JSON-lines feed");
 
     // /metrics: every line is valid text format, and this executable's counters are exact.
     let r = get(&unix, "/metrics");

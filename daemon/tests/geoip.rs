@@ -180,6 +180,13 @@ fn answers_group_and_annotate_by_country() {
         "[database]\nwrite_limit_seconds = 1\n[geoip]\ndatabases = [\"{}\"]\n",
         mmdb.display()
     ));
+    let to = To::Tcp(d.api_addr().expect("API address in the log"));
+    let feed = follow(
+        to.clone(),
+        true,
+        exes[0].to_string_lossy().into_owned(),
+        (BYTES, BYTES),
+    );
     for ((_, addr), exe) in cases.iter().zip(&exes) {
         let out = run_json(
             Command::new("ip")
@@ -189,7 +196,12 @@ fn answers_group_and_annotate_by_country() {
         );
         assert_eq!(out["sent"].as_i64(), Some(BYTES), "{out}");
     }
-    let to = To::Tcp(d.api_addr().expect("API address in the log"));
+    // The live feed's rows say where their remote address is, too.
+    let followed = feed.join().unwrap();
+    assert_eq!(followed.sums, (BYTES, BYTES));
+    for r in &followed.rows {
+        assert_eq!(r["geo"]["country"], "DE", "{r}");
+    }
     let exe_q = |i: usize| enc(&exes[i].to_string_lossy());
     // Client and forked server are the same executable: BYTES sent and BYTES received.
     let full = |v: &Value| {

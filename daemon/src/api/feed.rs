@@ -2,6 +2,7 @@
 //! event feed (a broadcast of the rows and loss reports just written, as JSON) and the counters
 //! behind /metrics. Publishing never blocks the writer; a slow reader misses windows and is told.
 use super::metrics::Metrics;
+use crate::geoip::{Geo, Lookup};
 use crate::model::Row;
 #[cfg(test)]
 use crate::model::{ExeIdent, RowKey};
@@ -32,16 +33,13 @@ pub struct Feed {
 struct Inner {
     tx: broadcast::Sender<Batch>,
     metrics: Metrics,
+    /// GeoIP databases: published rows then say what they know of the remote address.
+    geo: Option<Arc<Lookup>>,
 }
 
 impl Default for Feed {
     fn default() -> Self {
-        Feed {
-            inner: Arc::new(Inner {
-                tx: broadcast::channel(BACKLOG).0,
-                metrics: Metrics::default(),
-            }),
-        }
+        Feed::new(None)
     }
 }
 
@@ -74,9 +72,13 @@ struct RowEvent<'a> {
     send: u64,
     recv: u64,
     events: u64,
+    /// With GeoIP databases: what they know of `raddr` (`null`: nothing); without: absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    geo: Option<Option<Geo>>,
 }
 
-pub fn row_json(r: &Row) -> String {
+/// A row as JSON, with what `geo` knows of its remote address.
+pub fn row_json(r: &Row, geo: Option<&Lookup>) -> String {
     let k = &r.key;
     let ev = RowEvent {
         kind: "row",
@@ -104,12 +106,23 @@ pub fn row_json(r: &Row) -> String {
         send: r.send,
         recv: r.recv,
         events: r.events,
+        geo: geo.map(|l| k.raddr.parse().ok().and_then(|a| l.lookup(a))),
     };
     // Serialising plain strings and integers cannot fail.
     serde_json::to_string(&ev).unwrap_or_default()
 }
 
 impl Feed {
+    pub fn new(geo: Option<Arc<Lookup>>) -> Feed {
+        Feed {
+            inner: Arc::new(Inner {
+                tx: broadcast::channel(BACKLOG).0,
+                metrics: Metrics::default(),
+                geo,
+            }),
+        }
+    }
+
     /// A window's rows were committed after `took` in the database transaction.
     pub fn committed(&self, rows: &[Row], took: Duration) {
         self.inner.metrics.committed(rows, took);
@@ -118,7 +131,7 @@ impl Feed {
                 .iter()
                 .map(|r| Event {
                     kind: "row",
-                    json: row_json(r),
+                    json: row_json(r, self.inner.geo.as_deref()),
                 })
                 .collect();
             // An error only means every subscriber left meanwhile.

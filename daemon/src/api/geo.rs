@@ -26,7 +26,8 @@ pub fn require(by: &[&Dim], lookup: Option<&Lookup>) -> Result<(), BadRequest> {
     }
 }
 
-/// Adds `"geo"` (an object of the known fields, or `null`) to every row with a `raddr`.
+/// Adds `"geo"` (`{"country", "country_name", "city", "asn", "as_org"}`, `null` where the
+/// databases know nothing) to every row with a `raddr`.
 pub fn annotate(rows: &mut [Json], lookup: &Lookup) {
     let mut cache = Cache::new(lookup);
     for row in rows {
@@ -36,22 +37,8 @@ pub fn annotate(rows: &mut [Json], lookup: &Lookup) {
         let Some(addr) = obj.get("raddr").and_then(Json::as_str) else {
             continue;
         };
-        let geo = cache.get(addr).map_or(Json::Null, |g| {
-            let mut m = Map::new();
-            let fields = [
-                ("country", g.country.clone().map(Json::from)),
-                ("country_name", g.country_name.clone().map(Json::from)),
-                ("city", g.city.clone().map(Json::from)),
-                ("asn", g.asn.map(Json::from)),
-                ("as_org", g.as_org.clone().map(Json::from)),
-            ];
-            for (k, v) in fields {
-                if let Some(v) = v {
-                    m.insert(k.into(), v);
-                }
-            }
-            Json::Object(m)
-        });
+        // Plain strings and integers always serialise.
+        let geo = serde_json::to_value(cache.get(addr)).unwrap_or_default();
         obj.insert("geo".into(), geo);
     }
 }

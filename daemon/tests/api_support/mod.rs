@@ -148,6 +148,12 @@ pub fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// What the feed showed of one executable: its sums and its rows.
+pub struct Followed {
+    pub sums: (i64, i64),
+    pub rows: Vec<Value>,
+}
+
 /// Follows the live feed until the rows of `exe` add up to `want` (send, recv); returns what
 /// was seen. SSE unless `jsonl`.
 pub fn follow(
@@ -155,7 +161,7 @@ pub fn follow(
     jsonl: bool,
     exe: String,
     want: (i64, i64),
-) -> std::thread::JoinHandle<(i64, i64)> {
+) -> std::thread::JoinHandle<Followed> {
     let mut s = to.connect();
     let target = if jsonl {
         "/api/v1/events?format=jsonl"
@@ -182,7 +188,7 @@ pub fn follow(
     );
     std::thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let (mut got, mut pending) = ((0, 0), String::new());
+        let (mut got, mut pending, mut rows) = ((0, 0), String::new(), Vec::new());
         while got != want && Instant::now() < deadline {
             let Some(chunk) = read_chunk(&mut r) else {
                 break;
@@ -206,9 +212,10 @@ pub fn follow(
                 if v["kind"] == "row" && v["exe"] == exe.as_str() {
                     got.0 += v["send"].as_i64().unwrap();
                     got.1 += v["recv"].as_i64().unwrap();
+                    rows.push(v);
                 }
             }
         }
-        got
+        Followed { sums: got, rows }
     })
 }
