@@ -95,8 +95,8 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         tracing::info!("optional hook not available on this kernel: {why}");
     }
     log_dns(&collector.attached);
-    // Opened once, for the API's answers.
-    let geoip = crate::geoip::open_configured(&cfg.geoip).map(std::sync::Arc::new);
+    // For the API's answers and the event feed; reopened on SIGHUP.
+    let geoip = crate::geoip::Shared::open(&cfg.geoip);
     // One daemon per state directory; held until the process exits.
     let _pidfile = match PidFile::acquire(&paths.pidfile) {
         Ok(p) => p,
@@ -172,7 +172,7 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     }
     let db_path = store.path().to_path_buf();
     let db = db_path.display().to_string();
-    let feed = crate::api::Feed::new(geoip.clone());
+    let feed = crate::api::Feed::new(Some(geoip.clone()));
     let sink = match Sink::start(
         store,
         identity.cache.clone(),
@@ -196,14 +196,7 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         }
     };
     let hook_set = collector.attached.hook_set;
-    let mut api_info = api_info(&collector.attached);
-    if let Some(g) = &geoip {
-        api_info.geoip = g
-            .databases()
-            .into_iter()
-            .map(|(p, kind)| (p.display().to_string(), kind))
-            .collect();
-    }
+    let api_info = api_info(&collector.attached);
     let manager = Manager::from_env();
     if let Some(w) = manager.watchdog() {
         tracing::info!(
@@ -229,7 +222,8 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         // Handlers are installed before readiness is announced, so no signal is missed.
         let signals = Signals::install()?;
         // From here on the API server owns the listeners (and the socket file bound here).
-        let api = api_listeners.map(|l| crate::api::start(l, db_path, feed, api_info, geoip));
+        let api =
+            api_listeners.map(|l| crate::api::start(l, db_path, feed, api_info, geoip.clone()));
         tracing::info!(
             hook_set,
             db,
@@ -238,7 +232,11 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         if let Some(why) = errorlog::take_failure() {
             tracing::warn!("{why}");
         }
-        let result = pipeline.run(write_every, signals.stopped()).await;
+        let reload = move || {
+            let g = geoip.clone();
+            tokio::task::spawn_blocking(move || g.reload());
+        };
+        let result = pipeline.run(write_every, signals.stopped(reload)).await;
         drop(api);
         result
     });
@@ -264,7 +262,6 @@ fn api_info(attached: &crate::collector::Attached) -> crate::api::Info {
             .collect(),
         skipped: attached.skipped.clone(),
         started: crate::sink::now_unix(),
-        geoip: Vec::new(),
     }
 }
 

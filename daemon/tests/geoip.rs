@@ -103,13 +103,30 @@ fn daemon_names_its_database_and_runs_without_one() {
         "{}",
         stopped.log
     );
-    let d = Daemon::start("[geoip]\ndatabases = [\"/nonexistent/none.mmdb\"]\n");
-    let stopped = d.stop();
-    assert!(
-        stopped.log.contains("no GeoIP database found"),
-        "{}",
-        stopped.log
+    // Started before the database exists: no GeoIP, until SIGHUP reopens the configured path.
+    let late = dir.path().join("late.mmdb");
+    let d = Daemon::start(&format!("[geoip]\ndatabases = [\"{}\"]\n", late.display()));
+    assert!(d.log().contains("no GeoIP database found"), "{}", d.log());
+    let to = To::Tcp(d.api_addr().expect("API address in the log"));
+    assert_eq!(
+        ok(&to, "/api/v1/status")["geoip_databases"],
+        serde_json::json!([])
     );
+    let refused = get(&to, "/api/v1/aggregate?by=country");
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("GeoIP"), "{}", refused.body);
+    build_db(&late);
+    // SAFETY: plain kill(2) on the test's own child.
+    unsafe { libc::kill(d.pid(), libc::SIGHUP) };
+    let status = poll(&to, "/api/v1/status", |v| {
+        v["geoip_databases"][0]["type"] == "picosnitch-Test"
+    });
+    assert_eq!(
+        status["geoip_databases"][0]["path"],
+        late.to_string_lossy().as_ref()
+    );
+    assert_eq!(get(&to, "/api/v1/aggregate?by=country").status, 200);
+    d.stop();
 }
 
 /// A network namespace whose loopback carries documentation addresses of the test database.

@@ -2,7 +2,7 @@
 //! event feed (a broadcast of the rows and loss reports just written, as JSON) and the counters
 //! behind /metrics. Publishing never blocks the writer; a slow reader misses windows and is told.
 use super::metrics::Metrics;
-use crate::geoip::{Geo, Lookup};
+use crate::geoip::{Geo, Lookup, Shared};
 use crate::model::Row;
 #[cfg(test)]
 use crate::model::{ExeIdent, RowKey};
@@ -34,7 +34,7 @@ struct Inner {
     tx: broadcast::Sender<Batch>,
     metrics: Metrics,
     /// GeoIP databases: published rows then say what they know of the remote address.
-    geo: Option<Arc<Lookup>>,
+    geo: Option<Arc<Shared>>,
 }
 
 impl Default for Feed {
@@ -113,7 +113,7 @@ pub fn row_json(r: &Row, geo: Option<&Lookup>) -> String {
 }
 
 impl Feed {
-    pub fn new(geo: Option<Arc<Lookup>>) -> Feed {
+    pub fn new(geo: Option<Arc<Shared>>) -> Feed {
         Feed {
             inner: Arc::new(Inner {
                 tx: broadcast::channel(BACKLOG).0,
@@ -127,11 +127,12 @@ impl Feed {
     pub fn committed(&self, rows: &[Row], took: Duration) {
         self.inner.metrics.committed(rows, took);
         if self.inner.tx.receiver_count() > 0 {
+            let lookup = self.inner.geo.as_ref().and_then(|g| g.get());
             let batch: Vec<Event> = rows
                 .iter()
                 .map(|r| Event {
                     kind: "row",
-                    json: row_json(r, self.inner.geo.as_deref()),
+                    json: row_json(r, lookup.as_deref()),
                 })
                 .collect();
             // An error only means every subscriber left meanwhile.

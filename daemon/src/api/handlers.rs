@@ -21,13 +21,13 @@ fn dim_names(dims: &[&super::dims::Dim]) -> Vec<&'static str> {
 /// `GET /api/v1/aggregate?by=exe,domain&from&to&limit&order` plus filters.
 pub async fn aggregate(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Answer {
     let agg = Aggregate::from_query(q.as_deref(), now_unix())?;
-    geo::require(&agg.by, st.geo.as_deref())?;
+    let lookup = st.geo.get();
+    geo::require(&agg.by, lookup.as_deref())?;
     let head = json!({
         "from": agg.range.from,
         "to": agg.range.to,
         "by": dim_names(&agg.by),
     });
-    let lookup = st.geo.clone();
     let mut out = st
         .reader
         .run(move |c| agg.run(c, lookup.as_deref()))
@@ -50,8 +50,8 @@ pub async fn distinct(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) ->
         limit: p.limit(1000)?,
     };
     let head = json!({ "from": d.range.from, "to": d.range.to, "dim": d.dim.name });
-    geo::require(&[d.dim], st.geo.as_deref())?;
-    let lookup = st.geo.clone();
+    let lookup = st.geo.get();
+    geo::require(&[d.dim], lookup.as_deref())?;
     let mut out = st.reader.run(move |c| d.run(c, lookup.as_deref())).await?;
     merge(&mut out, head);
     Ok(Json(out))
@@ -77,7 +77,7 @@ pub async fn exe(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Answ
     let range = p.range(now_unix())?;
     let limit = p.limit(10)?;
     let wanted = sel.clone();
-    let lookup = st.geo.clone();
+    let lookup = st.geo.get();
     let out = st
         .reader
         .run(move |c| exe::drill(c, &wanted, range, limit, lookup.as_deref()))
@@ -114,6 +114,7 @@ pub async fn status(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> A
         &snap,
         st.feed.subscribers(),
         database,
+        st.geo.get().as_deref(),
         now_unix(),
     )))
 }

@@ -29,7 +29,7 @@ pub use feed::Feed;
 pub use listen::Server;
 pub use status::Info;
 
-use crate::geoip::Lookup;
+use crate::geoip::Shared;
 use crate::service::listen::Listeners;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -49,7 +49,7 @@ pub struct ApiState {
     reader: Arc<Reader>,
     feed: Feed,
     info: Info,
-    geo: Option<Arc<Lookup>>,
+    geo: Arc<Shared>,
 }
 
 /// An error answer: a status and a JSON body `{"error": "..."}`.
@@ -112,13 +112,13 @@ fn routers(state: Arc<ApiState>) -> (Router, Router) {
 }
 
 /// Serves the API on `listeners` from read-only connections to the database at `db`, with the
-/// GeoIP databases `geo` if any. Must be called within a tokio runtime.
+/// GeoIP databases of `geo`. Must be called within a tokio runtime.
 pub fn start(
     listeners: Listeners,
     db: PathBuf,
     feed: Feed,
     info: Info,
-    geo: Option<Arc<Lookup>>,
+    geo: Arc<Shared>,
 ) -> Server {
     let state = Arc::new(ApiState {
         reader: Arc::new(Reader::new(db, QUERY_TIMEOUT)),

@@ -2,6 +2,7 @@
 //! optional hooks, start time, GeoIP databases) and the `/api/v1/status` answer built from it
 //! and the counters.
 use super::metrics::Snapshot;
+use crate::geoip::Lookup;
 use rusqlite::Connection;
 use serde_json::{json, Value as Json};
 
@@ -17,8 +18,6 @@ pub struct Info {
     pub skipped: Vec<String>,
     /// Unix time the daemon started.
     pub started: i64,
-    /// GeoIP databases in use: path and database type.
-    pub geoip: Vec<(String, String)>,
 }
 
 /// What the database says: its schema version and the time of its newest row.
@@ -30,7 +29,20 @@ pub fn database(conn: &Connection) -> rusqlite::Result<Json> {
 }
 
 /// The status answer.
-pub fn status(info: &Info, s: &Snapshot, subscribers: usize, database: Json, now: i64) -> Json {
+pub fn status(
+    info: &Info,
+    s: &Snapshot,
+    subscribers: usize,
+    database: Json,
+    geoip: Option<&Lookup>,
+    now: i64,
+) -> Json {
+    let geoip: Vec<Json> = geoip
+        .map(|l| l.databases())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(path, kind)| json!({ "path": path, "type": kind }))
+        .collect();
     let refused: Vec<Json> = info
         .refused
         .iter()
@@ -43,7 +55,7 @@ pub fn status(info: &Info, s: &Snapshot, subscribers: usize, database: Json, now
         "refused_hook_sets": refused,
         "skipped_optional_hooks": info.skipped,
         "started": info.started,
-        "geoip_databases": info.geoip.iter().map(|(path, kind)| json!({ "path": path, "type": kind })).collect::<Vec<_>>(),
+        "geoip_databases": geoip,
         "uptime_seconds": (now - info.started).max(0),
         "database": database,
         "counters": {

@@ -8,11 +8,14 @@
 //! }
 //! ```
 //!
-//! `Lookup` is `Send + Sync`: one opened at start-up can be shared (`Arc`) by every reader.
+//! `Lookup` is `Send + Sync`: the daemon's readers share one through [`Shared`], which SIGHUP
+//! reopens.
 mod cli;
+mod shared;
 
 pub use cli::{cli, configured};
 use serde::{Deserialize, Serialize};
+pub use shared::Shared;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

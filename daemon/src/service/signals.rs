@@ -1,5 +1,6 @@
 //! service::signals: SIGTERM and SIGINT stop the daemon (after the final drain and write),
-//! SIGHUP reopens the log files (for log rotation). The handlers are installed before readiness
+//! SIGHUP reopens the log files (for log rotation) and runs the daemon's other reloads (GeoIP
+//! databases). The handlers are installed before readiness
 //! is announced, so no signal is missed and SIGHUP never kills the daemon.
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -18,8 +19,9 @@ impl Signals {
         })
     }
 
-    /// Resolves at SIGTERM or SIGINT; SIGHUPs before that reopen the log files.
-    pub async fn stopped(mut self) {
+    /// Resolves at SIGTERM or SIGINT; SIGHUPs before that reopen the log files and call
+    /// `on_hup`.
+    pub async fn stopped(mut self, on_hup: impl Fn()) {
         let name = loop {
             tokio::select! {
                 _ = self.term.recv() => break "SIGTERM",
@@ -27,6 +29,7 @@ impl Signals {
                 _ = self.hup.recv() => {
                     crate::logfile::request_reopen();
                     tracing::info!("SIGHUP: log files are reopened");
+                    on_hup();
                 }
             }
         };
