@@ -1,10 +1,12 @@
 //! main.rs: command-line parsing and dispatch.
 mod api;
+mod cli_args;
 mod collector;
 mod config;
 mod connlog;
 mod dns;
 mod doctor;
+mod export_cli;
 mod filter;
 mod geoip;
 mod identity;
@@ -95,6 +97,9 @@ enum Command {
     },
     /// Print traffic summed by any dimensions over a time range, as a table, JSON or CSV.
     Query(query_cli::Args),
+    /// Print every stored row of a time range, each column resolved (executable, parent,
+    /// addresses, domain, container, bytes), in time order, as CSV or JSON lines.
+    Export(export_cli::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff), generated from these commands.
@@ -152,6 +157,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("picosnitch query: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Export(args) => match export_cli::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("picosnitch export: {e:#}");
                 ExitCode::FAILURE
             }
         },

@@ -5,7 +5,7 @@ use crate::api::query::Aggregate;
 use crate::geoip::{GeoError, Lookup};
 use crate::paths::Paths;
 use crate::sink::now_unix;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::Value;
 use std::io::Write;
 use std::path::PathBuf;
@@ -48,46 +48,21 @@ pub struct Args {
     pub config: Option<PathBuf>,
 }
 
-/// A time argument: unix seconds, or a duration ago (`90s`, `30m`, `12h`, `7d`, `2w`).
-fn time_arg(s: &str, now: i64) -> Result<i64> {
-    if let Ok(t) = s.parse::<i64>() {
-        return Ok(t);
-    }
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num
-        .parse()
-        .with_context(|| format!("{s:?} is not unix seconds or a time ago like 12h or 7d"))?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => bail!("{s:?}: unit {unit:?} is not one of s, m, h, d, w"),
-    };
-    Ok(now - n.saturating_mul(secs))
-}
-
 /// The query string the API would be given for these arguments.
 fn query_string(a: &Args, now: i64) -> Result<String> {
     let mut q = form_urlencoded::Serializer::new(String::new());
     if !a.by.is_empty() {
         q.append_pair("by", &a.by);
     }
-    if let Some(f) = &a.from {
-        q.append_pair("from", &time_arg(f, now)?.to_string());
-    }
-    if let Some(t) = &a.to {
-        q.append_pair("to", &time_arg(t, now)?.to_string());
-    }
     q.append_pair("order", &a.order);
     q.append_pair("limit", &a.limit.to_string());
-    for f in &a.filters {
-        let Some((dim, value)) = f.split_once('=') else {
-            bail!("--where {f:?}: expected DIM=VALUE");
-        };
-        q.append_pair(dim, value);
-    }
+    crate::cli_args::range_and_filters(
+        &mut q,
+        a.from.as_deref(),
+        a.to.as_deref(),
+        &a.filters,
+        now,
+    )?;
     Ok(q.finish())
 }
 
@@ -212,12 +187,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_and_query_strings() {
-        assert_eq!(time_arg("1700000000", 0).unwrap(), 1_700_000_000);
-        assert_eq!(time_arg("2h", 10_000).unwrap(), 10_000 - 7200);
-        assert_eq!(time_arg("7d", 1_000_000).unwrap(), 1_000_000 - 604_800);
-        assert!(time_arg("2y", 0).is_err());
-        assert!(time_arg("soon", 0).is_err());
+    fn query_strings() {
         let a = Args {
             by: "exe,domain".into(),
             from: Some("1h".into()),
@@ -232,7 +202,7 @@ mod tests {
         let q = query_string(&a, 7200).unwrap();
         assert_eq!(
             q,
-            "by=exe%2Cdomain&from=3600&order=bytes&limit=5&exe=%2Fusr%2Fbin%2Fa+b%26c"
+            "by=exe%2Cdomain&order=bytes&limit=5&from=3600&exe=%2Fusr%2Fbin%2Fa+b%26c"
         );
         assert!(Aggregate::from_query(Some(&q), 7200).is_ok());
         let bad = Args {

@@ -105,7 +105,8 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     };
     // The API's sockets: activated by picosnitch.socket, or bound here. The API server serves
     // them; until it starts they are held so that no activated socket is lost.
-    let api_listeners = match service::listeners(&Fallback::new(&paths, &cfg.api, data.gid)) {
+    let fallback = Fallback::new(&paths, &cfg.api, data.gid);
+    let api_listeners = match service::listeners(&fallback) {
         Ok(l) => {
             let how = if l.activated {
                 "activated by systemd"
@@ -119,6 +120,14 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
                 l.len(),
                 l.describe()
             );
+            let differences = l.differences(&fallback);
+            if !differences.is_empty() {
+                tracing::warn!(
+                    "the activated API sockets are served, but they do not follow [api]: {} \
+                     (run `picosnitch systemd` again to rewrite picosnitch.socket)",
+                    differences.join("; ")
+                );
+            }
             Some(l)
         }
         Err(e) => {

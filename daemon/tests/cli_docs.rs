@@ -14,6 +14,8 @@ const VERBS: &[&str] = &[
     "start-no-daemon",
     "check-config",
     "migrate",
+    "query",
+    "export",
     "doctor",
     "version",
 ];

@@ -154,6 +154,11 @@ fn socket_activation_hands_over_the_api_listeners() {
         "{log}"
     );
     assert!(!log.contains("bound by the daemon"), "{log}");
+    // The activator's port is not [api] listen: served all the same, and said.
+    assert!(
+        log.contains("do not follow [api]: tcp 127.0.0.1:5100 ([api] listen) is not among them"),
+        "{log}"
+    );
     // The daemon holds the activator's very socket: the listening inode is among its fds, and
     // it did not bind one of its own.
     let fds = fd_targets(svc.pid());
@@ -212,14 +217,40 @@ fn exposure(dir: &std::path::Path, unit: &str) -> f64 {
 
 #[test]
 fn generated_units_verify_and_are_hardened() {
-    for (name, config, max) in [
-        ("default", "", 3.0),
-        ("no desktop", "[desktop]\nnotifications = false\n", 3.0),
+    const UNIX: &str = "/run/picosnitch/api.sock";
+    for (name, config, max, listens) in [
+        ("default", "", 3.0, &["127.0.0.1:5100", UNIX][..]),
+        (
+            "no desktop",
+            "[desktop]\nnotifications = false\n",
+            3.0,
+            &["127.0.0.1:5100", UNIX],
+        ),
         (
             "virustotal and a data group",
             "[virustotal]\napi_key = \"0123456789abcdef0123456789abcdef\"\n\
              [data]\ngroup = \"adm\"\nmode = \"0640\"\n",
             4.0,
+            &["127.0.0.1:5100", UNIX],
+        ),
+        (
+            "IPv6 listen",
+            "[api]\nlisten = \"[::1]:5187\"\n",
+            3.0,
+            &["[::1]:5187", UNIX],
+        ),
+        (
+            "TCP only",
+            "[api]\nlisten = \"127.0.0.2:6100\"\nsocket = false\n",
+            3.0,
+            &["127.0.0.2:6100"],
+        ),
+        ("unix only", "[api]\nlisten = \"\"\n", 3.0, &[UNIX]),
+        (
+            "no API sockets",
+            "[api]\nlisten = \"\"\nsocket = false\n",
+            3.0,
+            &[],
         ),
     ] {
         let root = tempfile::tempdir().unwrap();
@@ -230,7 +261,7 @@ fn generated_units_verify_and_are_hardened() {
         assert_eq!(code, 0, "{name}: {out}{err}");
         let units = root.path().join("etc/systemd/system");
         let service = std::fs::read_to_string(units.join("picosnitch.service")).unwrap();
-        let socket = std::fs::read_to_string(units.join("picosnitch.socket")).unwrap();
+        let socket = std::fs::read_to_string(units.join("picosnitch.socket")).unwrap_or_default();
         assert!(
             service.contains(&format!("ExecStart={BIN} start-no-daemon\n")),
             "{service}"
@@ -246,11 +277,22 @@ fn generated_units_verify_and_are_hardened() {
         ] {
             assert!(service.contains(&format!(" {cap}")), "{name}: {cap}");
         }
-        assert!(socket.contains("ListenStream=127.0.0.1:5100\n"));
-        assert!(socket.contains("ListenStream=/run/picosnitch/api.sock\n"));
-        assert!(socket.contains("SocketMode=0660\n"));
+        let written: Vec<&str> = socket
+            .lines()
+            .filter_map(|l| l.strip_prefix("ListenStream="))
+            .collect();
+        assert_eq!(written, listens, "{name}: {socket}");
+        let mut verify = vec!["verify", "picosnitch.service"];
+        if listens.is_empty() {
+            assert!(!units.join("picosnitch.socket").exists(), "{name}");
+            assert!(!service.contains("picosnitch.socket"), "{name}: {service}");
+        } else {
+            assert!(socket.contains("SocketMode=0660\n"), "{name}: {socket}");
+            assert!(service.contains("Requires=picosnitch.socket\n"), "{name}");
+            verify.push("picosnitch.socket");
+        }
         let out = Command::new("systemd-analyze")
-            .args(["verify", "picosnitch.service", "picosnitch.socket"])
+            .args(&verify)
             .current_dir(&units)
             .output()
             .unwrap();

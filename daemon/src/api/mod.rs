@@ -5,6 +5,7 @@
 //! - `host.rs`: Host header check on loopback TCP listeners (DNS rebinding).
 //! - `params.rs`, `dims.rs`: query-string checking and the dimension whitelist.
 //! - `query.rs`, `exe.rs`: parameterised SQL for aggregates, distinct values, losses, drill-down.
+//! - `export.rs`: every row of a range, resolved and streamed (`picosnitch export`).
 //! - `db.rs`: read-only connections in the blocking pool, bounded in time.
 //! - `feed.rs`, `events.rs`: what the writer publishes after each commit, and its live feed.
 //! - `geo.rs`: what the GeoIP databases say of remote addresses, and grouping by it.
@@ -13,6 +14,7 @@ pub mod db;
 mod dims;
 mod events;
 mod exe;
+pub mod export;
 mod feed;
 pub mod geo;
 mod handlers;

@@ -51,7 +51,7 @@ pub struct Sql {
 }
 
 /// `WHERE` over the time range and the filters; pushes their parameters.
-fn conditions(range: Range, filters: &[Filter], params: &mut Vec<Value>) -> String {
+pub(super) fn conditions(range: Range, filters: &[Filter], params: &mut Vec<Value>) -> String {
     let mut text = String::from(" WHERE c.contime >= ? AND c.contime < ?");
     params.push(Value::Integer(range.from));
     params.push(Value::Integer(range.to));

@@ -1,5 +1,6 @@
 //! service::listen: the API's listening sockets. Under systemd, `picosnitch.socket` passes them
-//! (`LISTEN_FDS`, named by `LISTEN_FDNAMES`); otherwise the daemon binds TCP 127.0.0.1:5100 and
+//! (`LISTEN_FDS`, named by `LISTEN_FDNAMES`) and they are served as they are (a difference from `[api]`
+//! is reported); otherwise the daemon binds `[api] listen` (127.0.0.1:5100 by default) and
 //! the unix socket `/run/picosnitch/api.sock` (mode 0660, group `[data] group`) itself.
 //!
 //! The API server takes what [`listeners`] returns: every listener is non-blocking (ready for
@@ -79,6 +80,35 @@ impl Listeners {
             }
         });
         tcp.chain(unix).collect::<Vec<_>>().join(", ")
+    }
+
+    /// How activated sockets differ from what `[api]` asks for ("tcp 127.0.0.1:5100 is not
+    /// passed", …); empty when they match or when nothing was activated. The daemon serves what
+    /// it was handed either way.
+    pub fn differences(&self, fallback: &Fallback) -> Vec<String> {
+        if !self.activated {
+            return Vec::new();
+        }
+        let passed: Vec<SocketAddr> = self
+            .tcp
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        let mut out = Vec::new();
+        if let Some(want) = fallback.tcp {
+            if !passed.contains(&want) {
+                out.push(format!("tcp {want} ([api] listen) is not among them"));
+            }
+        }
+        for a in passed.iter().filter(|a| Some(**a) != fallback.tcp) {
+            out.push(format!("tcp {a} is not [api] listen"));
+        }
+        match (fallback.unix.is_some(), self.unix.is_empty()) {
+            (true, true) => out.push("no unix socket although [api] socket is on".into()),
+            (false, false) => out.push("a unix socket although [api] socket is off".into()),
+            _ => {}
+        }
+        out
     }
 }
 
@@ -220,6 +250,41 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     #[test]
+    fn activated_sockets_are_compared_with_api() {
+        let t = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = t.local_addr().unwrap();
+        let l = Listeners {
+            tcp: vec![t],
+            activated: true,
+            ..Listeners::default()
+        };
+        let same = Fallback {
+            tcp: Some(addr),
+            unix: None,
+            unix_gid: 0,
+        };
+        assert!(
+            l.differences(&same).is_empty(),
+            "{:?}",
+            l.differences(&same)
+        );
+        let other = Fallback {
+            tcp: Some("[::1]:5100".parse().unwrap()),
+            unix: Some(PathBuf::from("/run/picosnitch/api.sock")),
+            unix_gid: 0,
+        };
+        let d = l.differences(&other);
+        assert_eq!(
+            d,
+            [
+                "tcp [::1]:5100 ([api] listen) is not among them".to_string(),
+                format!("tcp {addr} is not [api] listen"),
+                "no unix socket although [api] socket is on".to_string(),
+            ]
+        );
+    }
+
+    #[test]
     fn binds_the_fallback_once() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("run/picosnitch/api.sock");
@@ -233,6 +298,12 @@ mod tests {
         };
         let l = listeners(&fb).unwrap();
         assert!(!l.activated);
+        assert!(l
+            .differences(&Fallback {
+                tcp: None,
+                ..fb.clone()
+            })
+            .is_empty());
         assert_eq!((l.tcp.len(), l.unix.len()), (1, 1));
         let m = std::fs::symlink_metadata(&sock).unwrap();
         assert_eq!(m.mode() & 0o777, 0o660);

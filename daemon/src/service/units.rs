@@ -1,7 +1,7 @@
 //! service::units: `picosnitch systemd`: writes a hardened `picosnitch.service` (Type=notify,
 //! watchdog, only the capabilities this configuration needs, read-only system, private network
 //! unless VirusTotal, a remote database or reverse DNS is configured) and `picosnitch.socket` (the API on
-//! 127.0.0.1:5100 and /run/picosnitch/api.sock).
+//! the `[api] listen` address and /run/picosnitch/api.sock, each only when `[api]` turns it on).
 use super::control::systemd_booted;
 use crate::config::Loaded;
 use crate::paths::Paths;
@@ -67,8 +67,14 @@ fn under(exe: &Path, dirs: &[&str]) -> bool {
     dirs.iter().any(|d| exe.starts_with(d))
 }
 
+/// True when `[api]` leaves at least one listener on, so that `picosnitch.socket` is written.
+pub fn has_sockets(api: &crate::config::Api) -> bool {
+    api.tcp_addr().is_some() || api.socket
+}
+
 pub fn service_unit(i: &UnitInput) -> String {
     let l = i.loaded;
+    let sockets = has_sockets(&l.config.api);
     let caps = capabilities(l);
     let network = needs_network(l);
     let mut exec = format!("{} start-no-daemon", i.exe.display());
@@ -88,10 +94,16 @@ pub fn service_unit(i: &UnitInput) -> String {
          # [virustotal] api_key and [database.remote] decide the privileges below: run it again\n\
          # after changing them.\n\
          [Unit]\n\
-         Description=picosnitch: network traffic per executable\n\
-         Requires={SOCKET}\n\
-         After={SOCKET}\n\
-         \n\
+         Description=picosnitch: network traffic per executable"
+    );
+    if sockets {
+        let _ = writeln!(u, "Requires={SOCKET}\nAfter={SOCKET}");
+    } else {
+        let _ = writeln!(u, "# [api] turns the TCP listener and the unix socket off.");
+    }
+    let _ = writeln!(
+        u,
+        "\n\
          [Service]\n\
          Type=notify\n\
          NotifyAccess=main\n\
@@ -164,10 +176,17 @@ pub fn service_unit(i: &UnitInput) -> String {
              RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"
         );
     } else {
+        if sockets {
+            let _ = writeln!(
+                u,
+                "# The API sockets come from {SOCKET}; nothing else needs the network."
+            );
+        } else {
+            let _ = writeln!(u, "# Nothing needs the network.");
+        }
         let _ = writeln!(
             u,
-            "# The API sockets come from {SOCKET}; nothing else needs the network.\n\
-             PrivateNetwork=yes\n\
+            "PrivateNetwork=yes\n\
              IPAddressDeny=any\n\
              RestrictAddressFamilies=AF_UNIX"
         );
@@ -176,16 +195,29 @@ pub fn service_unit(i: &UnitInput) -> String {
     u
 }
 
-pub fn socket_unit(group: &str) -> String {
-    format!(
-        "# Written by `picosnitch systemd`: the API's sockets, passed to {SERVICE}.\n\
+/// `picosnitch.socket`: a TCP `ListenStream=` for `[api] listen` (IPv6 as `[::1]:5100`) and the
+/// unix socket when `[api] socket` is on; None when `[api]` turns both off.
+pub fn socket_unit(api: &crate::config::Api, group: &str) -> Option<String> {
+    if !has_sockets(api) {
+        return None;
+    }
+    let mut u = format!(
+        "# Written by `picosnitch systemd` from [api] listen and [api] socket: the API's sockets,\n\
+         # passed to {SERVICE}. Run it again after changing them.\n\
          [Unit]\n\
          Description=picosnitch API sockets\n\
          \n\
-         [Socket]\n\
-         ListenStream=127.0.0.1:5100\n\
-         ListenStream=/run/picosnitch/api.sock\n\
-         FileDescriptorName=api\n\
+         [Socket]\n"
+    );
+    if let Some(addr) = api.tcp_addr() {
+        let _ = writeln!(u, "ListenStream={addr}");
+    }
+    if api.socket {
+        let _ = writeln!(u, "ListenStream=/run/picosnitch/api.sock");
+    }
+    let _ = write!(
+        u,
+        "FileDescriptorName=api\n\
          SocketMode=0660\n\
          SocketGroup={group}\n\
          DirectoryMode=0755\n\
@@ -194,11 +226,20 @@ pub fn socket_unit(group: &str) -> String {
          \n\
          [Install]\n\
          WantedBy=sockets.target\n"
-    )
+    );
+    Some(u)
 }
 
 fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
     super::replace_file(path, text.as_bytes(), true)
+}
+
+/// Removes a socket unit written for an earlier `[api]`; none there is fine.
+fn remove_stale(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// `picosnitch systemd [--config FILE]`: writes both units into /etc/systemd/system (under
@@ -236,9 +277,14 @@ pub fn systemd(config: Option<PathBuf>) -> ExitCode {
         loaded: &loaded,
         group: &loaded.config.data.group,
     };
+    let socket = socket_unit(&loaded.config.api, input.group);
+    let socket_path = paths.unit_dir.join(SOCKET);
     let result = std::fs::create_dir_all(&paths.unit_dir)
         .and_then(|()| write_file(&paths.unit_dir.join(SERVICE), &service_unit(&input)))
-        .and_then(|()| write_file(&paths.unit_dir.join(SOCKET), &socket_unit(input.group)));
+        .and_then(|()| match &socket {
+            Some(text) => write_file(&socket_path, text),
+            None => remove_stale(&socket_path),
+        });
     if let Err(e) = result {
         eprintln!(
             "picosnitch: cannot write the units to {}: {e}",
@@ -246,11 +292,18 @@ pub fn systemd(config: Option<PathBuf>) -> ExitCode {
         );
         return ExitCode::from(73);
     }
-    println!(
-        "wrote {} and {}",
-        paths.unit_dir.join(SERVICE).display(),
-        paths.unit_dir.join(SOCKET).display()
-    );
+    match &socket {
+        Some(_) => println!(
+            "wrote {} and {}",
+            paths.unit_dir.join(SERVICE).display(),
+            socket_path.display()
+        ),
+        None => println!(
+            "wrote {} ([api] turns every API socket off: no {SOCKET}; if one was enabled, \
+             `systemctl disable --now {SOCKET}`)",
+            paths.unit_dir.join(SERVICE).display()
+        ),
+    }
     if crate::paths::root_from_env().is_none() && systemd_booted() {
         let ok = std::process::Command::new("systemctl")
             .arg("daemon-reload")
@@ -259,7 +312,12 @@ pub fn systemd(config: Option<PathBuf>) -> ExitCode {
         if !ok {
             eprintln!("picosnitch: warning: `systemctl daemon-reload` failed");
         }
-        println!("start it with: systemctl enable --now {SOCKET} {SERVICE}");
+        let units = if socket.is_some() {
+            format!("{SOCKET} {SERVICE}")
+        } else {
+            SERVICE.to_string()
+        };
+        println!("start it with: systemctl enable --now {units}");
     }
     ExitCode::SUCCESS
 }
@@ -333,6 +391,58 @@ mod tests {
              CAP_DAC_READ_SEARCH CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE\n"
         ));
         assert!(u.contains("PrivateNetwork=no\n") && u.contains("ProtectHome=yes\n"));
-        assert!(socket_unit("adm").contains("SocketGroup=adm\n"));
+    }
+
+    #[test]
+    fn the_socket_unit_follows_api() {
+        let mut api = crate::config::Api::default();
+        let u = socket_unit(&api, "adm").unwrap();
+        assert!(
+            u.contains("SocketGroup=adm\n") && u.contains("SocketMode=0660\n"),
+            "{u}"
+        );
+        assert!(
+            u.contains("\nListenStream=127.0.0.1:5100\nListenStream=/run/picosnitch/api.sock\n")
+        );
+        api.listen = "[::1]:5199".into();
+        let u = socket_unit(&api, "root").unwrap();
+        assert!(u.contains("\nListenStream=[::1]:5199\n"), "{u}");
+        assert!(!u.contains("127.0.0.1"), "{u}");
+        api.listen = "10.1.2.3:8080".into();
+        api.socket = false;
+        let u = socket_unit(&api, "root").unwrap();
+        assert!(
+            u.contains("\nListenStream=10.1.2.3:8080\nFileDescriptorName="),
+            "{u}"
+        );
+        assert!(!u.contains("api.sock"), "{u}");
+        api.listen = String::new();
+        api.socket = true;
+        let u = socket_unit(&api, "root").unwrap();
+        assert_eq!(u.matches("ListenStream=").count(), 1, "{u}");
+        assert!(u.contains("ListenStream=/run/picosnitch/api.sock\n"), "{u}");
+
+        // Both off: no socket unit, and the service does not wait for one.
+        api.socket = false;
+        assert!(socket_unit(&api, "root").is_none());
+        let c = Config {
+            api,
+            ..Config::default()
+        };
+        let l = loaded(c, DataAccess::default());
+        let i = UnitInput {
+            exe: Path::new("/usr/local/bin/picosnitch"),
+            config: None,
+            loaded: &l,
+            group: "root",
+        };
+        let s = service_unit(&i);
+        assert!(!s.contains(SOCKET), "{s}");
+        let l = loaded(Config::default(), DataAccess::default());
+        let s = service_unit(&UnitInput { loaded: &l, ..i });
+        assert!(
+            s.contains("Requires=picosnitch.socket\nAfter=picosnitch.socket\n"),
+            "{s}"
+        );
     }
 }

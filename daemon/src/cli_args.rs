@@ -1,0 +1,68 @@
+//! cli_args.rs: what `query` and `export` read the same way: times (unix seconds or a time ago)
+//! and `--where DIM=VALUE` filters, added to the query string the API would be given.
+use anyhow::{bail, Context, Result};
+
+/// A time argument: unix seconds, or a duration ago (`90s`, `30m`, `12h`, `7d`, `2w`).
+pub fn time_arg(s: &str, now: i64) -> Result<i64> {
+    if let Ok(t) = s.parse::<i64>() {
+        return Ok(t);
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not unix seconds or a time ago like 12h or 7d"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => bail!("{s:?}: unit {unit:?} is not one of s, m, h, d, w"),
+    };
+    Ok(now - n.saturating_mul(secs))
+}
+
+/// Appends `from`, `to` (as unix seconds) and one pair per `--where DIM=VALUE` to `q`.
+pub fn range_and_filters(
+    q: &mut form_urlencoded::Serializer<String>,
+    from: Option<&str>,
+    to: Option<&str>,
+    filters: &[String],
+    now: i64,
+) -> Result<()> {
+    if let Some(f) = from {
+        q.append_pair("from", &time_arg(f, now).context("--from")?.to_string());
+    }
+    if let Some(t) = to {
+        q.append_pair("to", &time_arg(t, now).context("--to")?.to_string());
+    }
+    for f in filters {
+        let Some((dim, value)) = f.split_once('=') else {
+            bail!("--where {f:?}: expected DIM=VALUE");
+        };
+        q.append_pair(dim, value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_filters() {
+        assert_eq!(time_arg("1700000000", 0).unwrap(), 1_700_000_000);
+        assert_eq!(time_arg("2h", 10_000).unwrap(), 10_000 - 7200);
+        assert_eq!(time_arg("7d", 1_000_000).unwrap(), 1_000_000 - 604_800);
+        assert!(time_arg("2y", 0).is_err());
+        assert!(time_arg("soon", 0).is_err());
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        range_and_filters(&mut q, Some("1h"), Some("100"), &["exe=a=b".into()], 7200).unwrap();
+        assert_eq!(q.finish(), "from=3600&to=100&exe=a%3Db");
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        let e = range_and_filters(&mut q, None, None, &["exe".into()], 0).unwrap_err();
+        assert!(e.to_string().contains("expected DIM=VALUE"), "{e}");
+        let e = range_and_filters(&mut q, Some("soon"), None, &[], 0).unwrap_err();
+        assert!(format!("{e:#}").starts_with("--from: \"soon\""), "{e:#}");
+    }
+}

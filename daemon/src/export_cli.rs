@@ -1,0 +1,138 @@
+//! export_cli.rs: `picosnitch export`: the stored rows of a time range, one line each with every
+//! column resolved, as CSV or JSON lines, streamed in time order from a read-only connection.
+use crate::api::export::{Export, COLUMNS};
+use crate::paths::Paths;
+use crate::sink::now_unix;
+use anyhow::{anyhow, Result};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A header line, then one record per row.
+    Csv,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Start: unix seconds, or a time ago like 30m, 12h, 7d (default: a day before --to).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End (exclusive): unix seconds or a time ago (default: now).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only rows where DIM equals VALUE (repeatable), e.g. --where exe=/usr/bin/curl.
+    #[arg(long = "where", value_name = "DIM=VALUE")]
+    pub filters: Vec<String>,
+    #[arg(long, value_enum, default_value_t = Format::Csv)]
+    pub format: Format,
+    /// Database (default: /var/lib/picosnitch/picosnitch.db).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+}
+
+/// Why writing stopped: the reader went away (not an error) or something failed.
+enum Stop {
+    Closed,
+    Failed(anyhow::Error),
+}
+
+impl From<rusqlite::Error> for Stop {
+    fn from(e: rusqlite::Error) -> Self {
+        Stop::Failed(anyhow::Error::new(e).context("reading the rows failed"))
+    }
+}
+
+fn io(e: std::io::Error) -> Stop {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Stop::Closed
+    } else {
+        Stop::Failed(anyhow::Error::new(e).context("writing the rows failed"))
+    }
+}
+
+fn csv_err(e: csv::Error) -> Stop {
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => io(e),
+        other => Stop::Failed(anyhow!("writing the rows failed: {other:?}")),
+    }
+}
+
+/// The export these arguments ask for, checked as the API checks its parameters.
+fn export(a: &Args, now: i64) -> Result<Export> {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    crate::cli_args::range_and_filters(
+        &mut q,
+        a.from.as_deref(),
+        a.to.as_deref(),
+        &a.filters,
+        now,
+    )?;
+    Export::from_query(Some(&q.finish()), now).map_err(|e| anyhow!("{e}"))
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let export = export(&a, now_unix())?;
+    let db = a.db.clone().unwrap_or_else(|| Paths::from_env().db);
+    let conn = crate::api::db::open(&db)?;
+    let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let result = match a.format {
+        Format::Csv => {
+            // The header is written here, so that an empty range still has one.
+            let mut w = csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(out);
+            w.write_record(COLUMNS)
+                .map_err(csv_err)
+                .and_then(|()| export.for_each(&conn, |r| w.serialize(r).map_err(csv_err)))
+                .and_then(|()| w.flush().map_err(io))
+        }
+        Format::Json => {
+            let mut w = out;
+            export
+                .for_each(&conn, |r| {
+                    serde_json::to_writer(&mut w, &r)
+                        .map_err(|e| Stop::Failed(anyhow!("writing the rows failed: {e}")))?;
+                    w.write_all(b"\n").map_err(io)
+                })
+                .and_then(|()| w.flush().map_err(io))
+        }
+    };
+    match result {
+        Ok(()) | Err(Stop::Closed) => Ok(()),
+        Err(Stop::Failed(e)) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_become_a_checked_export() {
+        let a = Args {
+            from: Some("2h".into()),
+            to: Some("1h".into()),
+            filters: vec!["exe=/usr/bin/a b&c".into(), "uid=1000".into()],
+            format: Format::Csv,
+            db: None,
+        };
+        let e = export(&a, 10_000).unwrap();
+        assert_eq!((e.range.from, e.range.to), (10_000 - 7200, 10_000 - 3600));
+        assert_eq!(e.filters.len(), 2);
+        for (filters, says) in [
+            (vec!["colour=red"], "unknown parameter \"colour\""),
+            (vec!["uid=me"], "is not an integer"),
+            (vec!["exe"], "expected DIM=VALUE"),
+        ] {
+            let bad = Args {
+                filters: filters.into_iter().map(String::from).collect(),
+                ..a.clone()
+            };
+            let err = format!("{:#}", export(&bad, 10_000).unwrap_err());
+            assert!(err.contains(says), "{err}");
+        }
+    }
+}
