@@ -28,6 +28,12 @@ pub struct Args {
     pub filters: Vec<String>,
     #[arg(long, value_enum, default_value_t = Format::Csv)]
     pub format: Format,
+    /// Short for --format json.
+    #[arg(long, conflicts_with_all = ["format", "csv"])]
+    pub json: bool,
+    /// Short for --format csv.
+    #[arg(long, conflicts_with = "format")]
+    pub csv: bool,
     /// Database (default: /var/lib/picosnitch/picosnitch.db).
     #[arg(long)]
     pub db: Option<PathBuf>,
@@ -78,7 +84,12 @@ pub fn run(a: Args) -> Result<()> {
     let db = a.db.clone().unwrap_or_else(|| Paths::from_env().db);
     let conn = crate::api::db::open(&db)?;
     let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let result = match a.format {
+    let format = match (a.json, a.csv) {
+        (true, _) => Format::Json,
+        (_, true) => Format::Csv,
+        _ => a.format,
+    };
+    let result = match format {
         Format::Csv => {
             // The header is written here, so that an empty range still has one.
             let mut w = csv::WriterBuilder::new()
@@ -117,6 +128,8 @@ mod tests {
             to: Some("1h".into()),
             filters: vec!["exe=/usr/bin/a b&c".into(), "uid=1000".into()],
             format: Format::Csv,
+            json: false,
+            csv: false,
             db: None,
         };
         let e = export(&a, 10_000).unwrap();

@@ -40,6 +40,12 @@ pub struct Args {
     pub limit: u32,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Short for --format json.
+    #[arg(long, conflicts_with_all = ["format", "csv"])]
+    pub json: bool,
+    /// Short for --format csv.
+    #[arg(long, conflicts_with = "format")]
+    pub csv: bool,
     /// Database (default: /var/lib/picosnitch/picosnitch.db).
     #[arg(long)]
     pub db: Option<PathBuf>,
@@ -94,7 +100,12 @@ pub fn run(a: Args) -> Result<()> {
         .map(|r| r.iter().map(flatten_geo).collect())
         .unwrap_or_default();
     let mut stdout = std::io::stdout().lock();
-    match a.format {
+    let format = match (a.json, a.csv) {
+        (true, _) => Format::Json,
+        (_, true) => Format::Csv,
+        _ => a.format,
+    };
+    match format {
         Format::Json => writeln!(stdout, "{out}")?,
         Format::Csv => {
             let mut w = csv::Writer::from_writer(stdout);
@@ -196,6 +207,8 @@ mod tests {
             order: "bytes".into(),
             limit: 5,
             format: Format::Table,
+            json: false,
+            csv: false,
             db: None,
             config: None,
         };

@@ -198,7 +198,7 @@ fn export_prints_every_stored_row_resolved() {
     let json = json_rows(&ok(&verb(
         &stopped.db,
         "export",
-        &[&range[..], &["--format", "json"]].concat(),
+        &[&range[..], &["--json"]].concat(),
     )));
     assert_eq!(json, csv);
 
@@ -249,6 +249,7 @@ fn export_prints_every_stored_row_resolved() {
         ),
         (vec!["--from", "900d"], "at most 400 days"),
         (vec!["--format", "xml"], "invalid value 'xml'"),
+        (vec!["--json", "--format", "csv"], "cannot be used with"),
     ] {
         let o = verb(&stopped.db, "export", &args);
         let err = String::from_utf8_lossy(&o.stderr);

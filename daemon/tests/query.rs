@@ -49,7 +49,7 @@ fn query_prints_stored_traffic_by_dimension() {
 
     let csv = ok(&query(
         &stopped.db,
-        &["--by", "exe", "--where", &filter, "--format", "csv"],
+        &["--by", "exe", "--where", &filter, "--csv"],
     ));
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some("exe,send,recv,events"));
