@@ -1,6 +1,34 @@
 //! cli_args.rs: what `query` and `export` read the same way: times (unix seconds or a time ago)
-//! and `--where DIM=VALUE` filters, added to the query string the API would be given.
+//! and `--where DIM=VALUE` filters, added to the query string the API would be given, and the
+//! database they are read from.
 use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+/// Which stored rows a verb reads: the time range, the filters and the database.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Rows {
+    /// Start: unix seconds, or a time ago like 30m, 12h, 7d (default: a day before --to).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End (exclusive): unix seconds or a time ago (default: now).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only rows where DIM equals VALUE (repeatable), e.g. --where exe=/usr/bin/curl.
+    #[arg(long = "where", value_name = "DIM=VALUE")]
+    pub filters: Vec<String>,
+    /// Database (default: /var/lib/picosnitch/picosnitch.db).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+}
+
+impl Rows {
+    /// The database given, or the daemon's.
+    pub fn db(&self) -> PathBuf {
+        self.db
+            .clone()
+            .unwrap_or_else(|| crate::paths::Paths::from_env().db)
+    }
+}
 
 /// A time argument: unix seconds, or a duration ago (`90s`, `30m`, `12h`, `7d`, `2w`).
 pub fn time_arg(s: &str, now: i64) -> Result<i64> {

@@ -1,11 +1,10 @@
 //! export_cli.rs: `picosnitch export`: the stored rows of a time range, one line each with every
 //! column resolved, as CSV or JSON lines, streamed in time order from a read-only connection.
 use crate::api::export::{Export, COLUMNS};
-use crate::paths::Paths;
+use crate::cli_args::Rows;
 use crate::sink::now_unix;
 use anyhow::{anyhow, Result};
 use std::io::Write;
-use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -17,15 +16,8 @@ pub enum Format {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Start: unix seconds, or a time ago like 30m, 12h, 7d (default: a day before --to).
-    #[arg(long)]
-    pub from: Option<String>,
-    /// End (exclusive): unix seconds or a time ago (default: now).
-    #[arg(long)]
-    pub to: Option<String>,
-    /// Only rows where DIM equals VALUE (repeatable), e.g. --where exe=/usr/bin/curl.
-    #[arg(long = "where", value_name = "DIM=VALUE")]
-    pub filters: Vec<String>,
+    #[command(flatten)]
+    pub rows: Rows,
     #[arg(long, value_enum, default_value_t = Format::Csv)]
     pub format: Format,
     /// Short for --format json.
@@ -34,9 +26,6 @@ pub struct Args {
     /// Short for --format csv.
     #[arg(long, conflicts_with = "format")]
     pub csv: bool,
-    /// Database (default: /var/lib/picosnitch/picosnitch.db).
-    #[arg(long)]
-    pub db: Option<PathBuf>,
 }
 
 /// Why writing stopped: the reader went away (not an error) or something failed.
@@ -71,9 +60,9 @@ fn export(a: &Args, now: i64) -> Result<Export> {
     let mut q = form_urlencoded::Serializer::new(String::new());
     crate::cli_args::range_and_filters(
         &mut q,
-        a.from.as_deref(),
-        a.to.as_deref(),
-        &a.filters,
+        a.rows.from.as_deref(),
+        a.rows.to.as_deref(),
+        &a.rows.filters,
         now,
     )?;
     Export::from_query(Some(&q.finish()), now).map_err(|e| anyhow!("{e}"))
@@ -81,7 +70,7 @@ fn export(a: &Args, now: i64) -> Result<Export> {
 
 pub fn run(a: Args) -> Result<()> {
     let export = export(&a, now_unix())?;
-    let db = a.db.clone().unwrap_or_else(|| Paths::from_env().db);
+    let db = a.rows.db();
     let conn = crate::api::db::open(&db)?;
     let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let format = match (a.json, a.csv) {
@@ -124,13 +113,15 @@ mod tests {
     #[test]
     fn arguments_become_a_checked_export() {
         let a = Args {
-            from: Some("2h".into()),
-            to: Some("1h".into()),
-            filters: vec!["exe=/usr/bin/a b&c".into(), "uid=1000".into()],
+            rows: Rows {
+                from: Some("2h".into()),
+                to: Some("1h".into()),
+                filters: vec!["exe=/usr/bin/a b&c".into(), "uid=1000".into()],
+                db: None,
+            },
             format: Format::Csv,
             json: false,
             csv: false,
-            db: None,
         };
         let e = export(&a, 10_000).unwrap();
         assert_eq!((e.range.from, e.range.to), (10_000 - 7200, 10_000 - 3600));
@@ -140,10 +131,8 @@ mod tests {
             (vec!["uid=me"], "is not an integer"),
             (vec!["exe"], "expected DIM=VALUE"),
         ] {
-            let bad = Args {
-                filters: filters.into_iter().map(String::from).collect(),
-                ..a.clone()
-            };
+            let mut bad = a.clone();
+            bad.rows.filters = filters.into_iter().map(String::from).collect();
             let err = format!("{:#}", export(&bad, 10_000).unwrap_err());
             assert!(err.contains(says), "{err}");
         }

@@ -2,8 +2,8 @@
 //! printed as a table, JSON or CSV straight from a read-only connection to the database.
 use crate::api::geo;
 use crate::api::query::Aggregate;
+use crate::cli_args::Rows;
 use crate::geoip::{GeoError, Lookup};
-use crate::paths::Paths;
 use crate::sink::now_unix;
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -23,15 +23,8 @@ pub struct Args {
     /// container, day, hour, country, asn, …); none: one total.
     #[arg(long, default_value = "exe")]
     pub by: String,
-    /// Start: unix seconds, or a time ago like 30m, 12h, 7d (default: a day before --to).
-    #[arg(long)]
-    pub from: Option<String>,
-    /// End (exclusive): unix seconds or a time ago (default: now).
-    #[arg(long)]
-    pub to: Option<String>,
-    /// Only rows where DIM equals VALUE (repeatable), e.g. --where exe=/usr/bin/curl.
-    #[arg(long = "where", value_name = "DIM=VALUE")]
-    pub filters: Vec<String>,
+    #[command(flatten)]
+    pub rows: Rows,
     /// Sort by bytes, send, recv, events or key.
     #[arg(long, default_value = "bytes")]
     pub order: String,
@@ -46,9 +39,6 @@ pub struct Args {
     /// Short for --format csv.
     #[arg(long, conflicts_with = "format")]
     pub csv: bool,
-    /// Database (default: /var/lib/picosnitch/picosnitch.db).
-    #[arg(long)]
-    pub db: Option<PathBuf>,
     /// Configuration file naming the GeoIP databases (default: /etc/picosnitch/config.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -64,9 +54,9 @@ fn query_string(a: &Args, now: i64) -> Result<String> {
     q.append_pair("limit", &a.limit.to_string());
     crate::cli_args::range_and_filters(
         &mut q,
-        a.from.as_deref(),
-        a.to.as_deref(),
-        &a.filters,
+        a.rows.from.as_deref(),
+        a.rows.to.as_deref(),
+        &a.rows.filters,
         now,
     )?;
     Ok(q.finish())
@@ -78,7 +68,7 @@ pub fn run(a: Args) -> Result<()> {
     let agg = Aggregate::from_query(Some(&raw), now).map_err(|e| anyhow::anyhow!("{e}"))?;
     let geo = geo_lookup(a.config.clone())?;
     geo::require(&agg.by, geo.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let db = a.db.clone().unwrap_or_else(|| Paths::from_env().db);
+    let db = a.rows.db();
     let conn = crate::api::db::open(&db)?;
     let out = agg.run(&conn, geo.as_ref()).context("query failed")?;
     let mut columns: Vec<String> = Vec::new();
@@ -201,15 +191,16 @@ mod tests {
     fn query_strings() {
         let a = Args {
             by: "exe,domain".into(),
-            from: Some("1h".into()),
-            to: None,
-            filters: vec!["exe=/usr/bin/a b&c".into()],
+            rows: Rows {
+                from: Some("1h".into()),
+                filters: vec!["exe=/usr/bin/a b&c".into()],
+                ..Rows::default()
+            },
             order: "bytes".into(),
             limit: 5,
             format: Format::Table,
             json: false,
             csv: false,
-            db: None,
             config: None,
         };
         let q = query_string(&a, 7200).unwrap();
@@ -219,7 +210,10 @@ mod tests {
         );
         assert!(Aggregate::from_query(Some(&q), 7200).is_ok());
         let bad = Args {
-            filters: vec!["exe".into()],
+            rows: Rows {
+                filters: vec!["exe".into()],
+                ..Rows::default()
+            },
             ..a
         };
         assert!(query_string(&bad, 0).is_err());
