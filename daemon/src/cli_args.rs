@@ -1,6 +1,7 @@
 //! cli_args.rs: what `query` and `export` read the same way: times (unix seconds or a time ago)
 //! and `--where DIM=VALUE` filters, added to the query string the API would be given, and the
-//! database they are read from.
+//! database they are read from, and the GeoIP databases of the configuration.
+use crate::geoip::{GeoError, Lookup};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
@@ -19,6 +20,19 @@ pub struct Rows {
     /// Database (default: /var/lib/picosnitch/picosnitch.db).
     #[arg(long)]
     pub db: Option<PathBuf>,
+}
+
+/// The GeoIP databases of the configuration file given (or the default one), if any can be
+/// opened; a database that exists but cannot be read is a note on stderr.
+pub fn geo_lookup(config: Option<PathBuf>) -> Result<Option<Lookup>> {
+    let databases = crate::geoip::configured(config)?;
+    let (lookup, skipped) = Lookup::open_all(&databases);
+    for e in skipped {
+        if matches!(e, GeoError::Open { .. }) {
+            eprintln!("picosnitch: {e}");
+        }
+    }
+    Ok(lookup)
 }
 
 impl Rows {

@@ -1,9 +1,11 @@
 //! export_cli.rs: `picosnitch export`: the stored rows of a time range, one line each with every
 //! column resolved, as CSV or JSON lines, streamed in time order from a read-only connection.
-use crate::api::export::{Export, COLUMNS};
+use crate::api::export::{Export, Row, COLUMNS};
 use crate::cli_args::Rows;
+use crate::geoip::{Geo, Lookup};
 use crate::sink::now_unix;
 use anyhow::{anyhow, Result};
+use std::collections::HashMap;
 use std::io::Write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -26,6 +28,49 @@ pub struct Args {
     /// Short for --format csv.
     #[arg(long, conflicts_with = "format")]
     pub csv: bool,
+    /// Configuration file naming the GeoIP databases (default: /etc/picosnitch/config.toml);
+    /// with one, rows say where their remote address is.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+}
+
+/// Columns added after [`COLUMNS`] when GeoIP databases are in use (about the remote address).
+const GEO_COLUMNS: [&str; 5] = ["country", "country_name", "city", "asn", "as_org"];
+
+/// A JSON line: the row, and with GeoIP databases what they know of its remote address.
+#[derive(serde::Serialize)]
+struct WithGeo<'a> {
+    #[serde(flatten)]
+    row: &'a Row,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    geo: Option<Option<Geo>>,
+}
+
+/// Lookups of one export, each remote address once.
+struct Places<'a> {
+    lookup: Option<&'a Lookup>,
+    seen: HashMap<String, Option<Geo>>,
+    unknown: Option<Geo>,
+}
+
+impl<'a> Places<'a> {
+    fn new(lookup: Option<&'a Lookup>) -> Places<'a> {
+        Places {
+            lookup,
+            seen: HashMap::new(),
+            unknown: None,
+        }
+    }
+
+    /// What the databases know of `addr` (`None`: nothing).
+    fn of(&mut self, addr: &str) -> &Option<Geo> {
+        let Some(lookup) = self.lookup else {
+            return &self.unknown;
+        };
+        self.seen
+            .entry(addr.to_owned())
+            .or_insert_with(|| addr.parse().ok().and_then(|ip| lookup.lookup(ip)))
+    }
 }
 
 /// Why writing stopped: the reader went away (not an error) or something failed.
@@ -70,6 +115,8 @@ fn export(a: &Args, now: i64) -> Result<Export> {
 
 pub fn run(a: Args) -> Result<()> {
     let export = export(&a, now_unix())?;
+    let lookup = crate::cli_args::geo_lookup(a.config.clone())?;
+    let mut geo = Places::new(lookup.as_ref());
     let db = a.rows.db();
     let conn = crate::api::db::open(&db)?;
     let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
@@ -84,16 +131,32 @@ pub fn run(a: Args) -> Result<()> {
             let mut w = csv::WriterBuilder::new()
                 .has_headers(false)
                 .from_writer(out);
-            w.write_record(COLUMNS)
+            let header: &[&str] = if lookup.is_some() { &GEO_COLUMNS } else { &[] };
+            w.write_record(COLUMNS.iter().chain(header))
                 .map_err(csv_err)
-                .and_then(|()| export.for_each(&conn, |r| w.serialize(r).map_err(csv_err)))
+                .and_then(|()| {
+                    export.for_each(&conn, |r| {
+                        if lookup.is_some() {
+                            // Five empty cells for an address the databases do not know.
+                            let g = geo.of(&r.raddr).clone().unwrap_or_default();
+                            w.serialize((&r, &g)).map_err(csv_err)
+                        } else {
+                            w.serialize(&r).map_err(csv_err)
+                        }
+                    })
+                })
                 .and_then(|()| w.flush().map_err(io))
         }
         Format::Json => {
             let mut w = out;
             export
                 .for_each(&conn, |r| {
-                    serde_json::to_writer(&mut w, &r)
+                    let located = lookup.is_some().then(|| geo.of(&r.raddr).clone());
+                    let line = WithGeo {
+                        row: &r,
+                        geo: located,
+                    };
+                    serde_json::to_writer(&mut w, &line)
                         .map_err(|e| Stop::Failed(anyhow!("writing the rows failed: {e}")))?;
                     w.write_all(b"\n").map_err(io)
                 })
@@ -122,6 +185,7 @@ mod tests {
             format: Format::Csv,
             json: false,
             csv: false,
+            config: None,
         };
         let e = export(&a, 10_000).unwrap();
         assert_eq!((e.range.from, e.range.to), (10_000 - 7200, 10_000 - 3600));

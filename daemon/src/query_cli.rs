@@ -3,7 +3,6 @@
 use crate::api::geo;
 use crate::api::query::Aggregate;
 use crate::cli_args::Rows;
-use crate::geoip::{GeoError, Lookup};
 use crate::sink::now_unix;
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -66,7 +65,7 @@ pub fn run(a: Args) -> Result<()> {
     let now = now_unix();
     let raw = query_string(&a, now)?;
     let agg = Aggregate::from_query(Some(&raw), now).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let geo = geo_lookup(a.config.clone())?;
+    let geo = crate::cli_args::geo_lookup(a.config.clone())?;
     geo::require(&agg.by, geo.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let db = a.rows.db();
     let conn = crate::api::db::open(&db)?;
@@ -138,18 +137,6 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The GeoIP databases of the configuration, if any can be opened (a note on stderr otherwise).
-fn geo_lookup(config: Option<PathBuf>) -> Result<Option<Lookup>> {
-    let databases = crate::geoip::configured(config)?;
-    let (lookup, skipped) = Lookup::open_all(&databases);
-    for e in skipped {
-        if matches!(e, GeoError::Open { .. }) {
-            eprintln!("picosnitch: {e}");
-        }
-    }
-    Ok(lookup)
 }
 
 /// Table and CSV columns that follow a dimension when GeoIP databases are in use.

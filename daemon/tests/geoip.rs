@@ -327,6 +327,55 @@ fn answers_group_and_annotate_by_country() {
         table.contains("192.0.2.7") && table.contains("Berlin"),
         "{table}"
     );
+    // export: every row of the German peer says where it is, as CSV and JSON lines.
+    let export_where = |format: &str, filter: &str| {
+        let out = Command::new(BIN)
+            .args(["export", "--from", "1d", format, "--where", filter, "--db"])
+            .arg(&stopped.db)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let export = |format: &str| export_where(format, &where_de);
+    let csv = export("--csv");
+    let mut r = csv::Reader::from_reader(csv.as_bytes());
+    let head = r.headers().unwrap().clone();
+    let col = |name: &str| head.iter().position(|h| h == name).unwrap();
+    assert_eq!(head.len(), 31, "{head:?}");
+    let records: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    assert!(!records.is_empty(), "{csv}");
+    for rec in &records {
+        assert_eq!(rec.len(), 31);
+        assert_eq!(&rec[col("raddr")], "192.0.2.7", "{rec:?}");
+        assert_eq!(&rec[col("country")], "DE", "{rec:?}");
+        assert_eq!(&rec[col("city")], "Berlin", "{rec:?}");
+        assert_eq!(&rec[col("asn")], "64500", "{rec:?}");
+    }
+    let lines: Vec<Value> = export("--json")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), records.len());
+    assert!(
+        lines.iter().all(|l| l["geo"]["as_org"] == "Example AS"),
+        "{lines:?}"
+    );
+    // An address the database does not know: empty cells, the columns stay aligned.
+    let unknown = export_where("--csv", &format!("exe={}", exes[2].display()));
+    let mut r = csv::Reader::from_reader(unknown.as_bytes());
+    let rec = r.records().next().expect("a row").unwrap();
+    assert_eq!(rec.len(), 31, "{rec:?}");
+    assert_eq!(
+        (&rec[col("raddr")], &rec[col("country")]),
+        ("198.51.100.1", "")
+    );
     // Without a GeoIP database, grouping by country is refused, naming why.
     let off = dir.path().join("off.toml");
     std::fs::write(&off, "[geoip]\ndatabases = []\n").unwrap();
