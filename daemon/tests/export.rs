@@ -5,8 +5,7 @@ mod common;
 
 use common::*;
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 const COLUMNS: [&str; 26] = [
     "contime",
@@ -36,21 +35,6 @@ const COLUMNS: [&str; 26] = [
     "recv",
     "events",
 ];
-
-fn verb(db: &Path, verb: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg(verb)
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
 
 /// A row as its column name → text, the same for CSV records and JSON objects.
 type Cells = BTreeMap<String, String>;
@@ -128,7 +112,7 @@ fn export_prints_every_stored_row_resolved() {
     let (from, to) = ((now - 3600).to_string(), (now + 1).to_string());
     let range = ["--from", from.as_str(), "--to", to.as_str()];
 
-    let csv = csv_rows(&ok(&verb(&stopped.db, "export", &range)));
+    let csv = csv_rows(&success_stdout(&on_db(&stopped.db, "export", &range)));
     let conn = rusqlite::Connection::open(&stopped.db).unwrap();
     let stored: i64 = conn
         .query_row(
@@ -146,7 +130,7 @@ fn export_prints_every_stored_row_resolved() {
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 
     // Sums per executable are what `query` sums over the same range.
-    let q: serde_json::Value = serde_json::from_str(&ok(&verb(
+    let q: serde_json::Value = serde_json::from_str(&success_stdout(&on_db(
         &stopped.db,
         "query",
         &[
@@ -195,7 +179,7 @@ fn export_prints_every_stored_row_resolved() {
     assert_eq!(client_sum, (54321, 54321));
 
     // JSON lines: the same rows, value for value.
-    let json = json_rows(&ok(&verb(
+    let json = json_rows(&success_stdout(&on_db(
         &stopped.db,
         "export",
         &[&range[..], &["--json"]].concat(),
@@ -204,7 +188,7 @@ fn export_prints_every_stored_row_resolved() {
 
     // A filter narrows to its rows, and to all of them.
     let only = format!("exe={udp_s}");
-    let filtered = csv_rows(&ok(&verb(
+    let filtered = csv_rows(&success_stdout(&on_db(
         &stopped.db,
         "export",
         &[&range[..], &["--where", &only]].concat(),
@@ -214,14 +198,14 @@ fn export_prints_every_stored_row_resolved() {
     assert_eq!(filtered.iter().collect::<Vec<_>>(), want);
     // Client and its forked server (the same executable): 7 datagrams of 300 bytes, echoed.
     assert_eq!(sums(&filtered)[&udp_s], (4200, 4200));
-    let two = csv_rows(&ok(&verb(
+    let two = csv_rows(&success_stdout(&on_db(
         &stopped.db,
         "export",
         &[&range[..], &["--where", &only, "--where", "protocol=6"]].concat(),
     )));
     assert!(two.is_empty(), "{two:?}");
     // Nothing in an empty range: the header only.
-    let empty = ok(&verb(
+    let empty = success_stdout(&on_db(
         &stopped.db,
         "export",
         &["--from", "100", "--to", "200"],
@@ -251,13 +235,13 @@ fn export_prints_every_stored_row_resolved() {
         (vec!["--format", "xml"], "invalid value 'xml'"),
         (vec!["--json", "--format", "csv"], "cannot be used with"),
     ] {
-        let o = verb(&stopped.db, "export", &args);
+        let o = on_db(&stopped.db, "export", &args);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{args:?}: {err}");
         assert!(o.stdout.is_empty(), "{args:?}");
         assert!(err.contains(says), "{args:?}: {err}");
     }
-    let o = verb(&dir.path().join("none.db"), "export", &[]);
+    let o = on_db(&dir.path().join("none.db"), "export", &[]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot open database"));
 }

@@ -7,18 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn query(db: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("query")
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout.clone()).unwrap()
+    on_db(db, "query", args)
 }
 
 #[test]
@@ -31,7 +20,7 @@ fn query_prints_stored_traffic_by_dimension() {
     let stopped = daemon.stop();
     let filter = format!("exe={exe_s}");
 
-    let json: serde_json::Value = serde_json::from_str(&ok(&query(
+    let json: serde_json::Value = serde_json::from_str(&success_stdout(&query(
         &stopped.db,
         &[
             "--by", "exe,name", "--where", &filter, "--from", "1h", "--format", "json",
@@ -47,7 +36,7 @@ fn query_prints_stored_traffic_by_dimension() {
         (Some(777), Some(777))
     );
 
-    let csv = ok(&query(
+    let csv = success_stdout(&query(
         &stopped.db,
         &["--by", "exe", "--where", &filter, "--csv"],
     ));
@@ -61,7 +50,7 @@ fn query_prints_stored_traffic_by_dimension() {
         "{csv}"
     );
 
-    let table = ok(&query(
+    let table = success_stdout(&query(
         &stopped.db,
         &["--by", "exe,rport", "--where", &filter],
     ));
@@ -70,7 +59,7 @@ fn query_prints_stored_traffic_by_dimension() {
 
     // An injection attempt is a value like any other: no rows, nothing else happens.
     let evil = "exe=x' OR '1'='1'; DROP TABLE connections; --";
-    let json: serde_json::Value = serde_json::from_str(&ok(&query(
+    let json: serde_json::Value = serde_json::from_str(&success_stdout(&query(
         &stopped.db,
         &["--where", evil, "--format", "json"],
     )))

@@ -292,3 +292,20 @@ pub fn netns_of(pid: u32) -> i64 {
         .unwrap()
         .ino() as i64
 }
+
+/// Runs `picosnitch VERB --db DB ARGS…` (the verbs that read a database: query, export).
+pub fn on_db(db: &Path, verb: &str, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg(verb)
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The standard output of a command that must have succeeded (its stderr otherwise).
+pub fn success_stdout(o: &std::process::Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
