@@ -22,6 +22,30 @@ pub struct Rows {
     pub db: Option<PathBuf>,
 }
 
+/// `--json` and `--csv`, short for `--format json` and `--format csv` (the verb's own option).
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct Short {
+    /// Short for --format json.
+    #[arg(long, conflicts_with_all = ["format", "csv"])]
+    pub json: bool,
+    /// Short for --format csv.
+    #[arg(long, conflicts_with = "format")]
+    pub csv: bool,
+}
+
+impl Short {
+    /// `json` or `csv` when a flag asks for it, `given` otherwise.
+    pub fn pick<F>(self, json: F, csv: F, given: F) -> F {
+        if self.json {
+            json
+        } else if self.csv {
+            csv
+        } else {
+            given
+        }
+    }
+}
+
 /// The GeoIP databases of the configuration file given (or the default one), if any can be
 /// opened; a database that exists but cannot be read is a note on stderr.
 pub fn geo_lookup(config: Option<PathBuf>) -> Result<Option<Lookup>> {

@@ -1,7 +1,7 @@
 //! export_cli.rs: `picosnitch export`: the stored rows of a time range, one line each with every
 //! column resolved, as CSV or JSON lines, streamed in time order from a read-only connection.
 use crate::api::export::{Export, Row, COLUMNS};
-use crate::cli_args::Rows;
+use crate::cli_args::{Rows, Short};
 use crate::geoip::{Geo, Lookup};
 use crate::sink::now_unix;
 use anyhow::{anyhow, Result};
@@ -22,12 +22,8 @@ pub struct Args {
     pub rows: Rows,
     #[arg(long, value_enum, default_value_t = Format::Csv)]
     pub format: Format,
-    /// Short for --format json.
-    #[arg(long, conflicts_with_all = ["format", "csv"])]
-    pub json: bool,
-    /// Short for --format csv.
-    #[arg(long, conflicts_with = "format")]
-    pub csv: bool,
+    #[command(flatten)]
+    pub short: Short,
     /// Configuration file naming the GeoIP databases (default: /etc/picosnitch/config.toml);
     /// with one, rows say where their remote address is.
     #[arg(long)]
@@ -120,11 +116,7 @@ pub fn run(a: Args) -> Result<()> {
     let db = a.rows.db();
     let conn = crate::api::db::open(&db)?;
     let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let format = match (a.json, a.csv) {
-        (true, _) => Format::Json,
-        (_, true) => Format::Csv,
-        _ => a.format,
-    };
+    let format = a.short.pick(Format::Json, Format::Csv, a.format);
     let result = match format {
         Format::Csv => {
             // The header is written here, so that an empty range still has one.
@@ -183,8 +175,7 @@ mod tests {
                 db: None,
             },
             format: Format::Csv,
-            json: false,
-            csv: false,
+            short: Short::default(),
             config: None,
         };
         let e = export(&a, 10_000).unwrap();

@@ -2,7 +2,7 @@
 //! printed as a table, JSON or CSV straight from a read-only connection to the database.
 use crate::api::geo;
 use crate::api::query::Aggregate;
-use crate::cli_args::Rows;
+use crate::cli_args::{Rows, Short};
 use crate::sink::now_unix;
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -32,12 +32,8 @@ pub struct Args {
     pub limit: u32,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Short for --format json.
-    #[arg(long, conflicts_with_all = ["format", "csv"])]
-    pub json: bool,
-    /// Short for --format csv.
-    #[arg(long, conflicts_with = "format")]
-    pub csv: bool,
+    #[command(flatten)]
+    pub short: Short,
     /// Configuration file naming the GeoIP databases (default: /etc/picosnitch/config.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -89,11 +85,7 @@ pub fn run(a: Args) -> Result<()> {
         .map(|r| r.iter().map(flatten_geo).collect())
         .unwrap_or_default();
     let mut stdout = std::io::stdout().lock();
-    let format = match (a.json, a.csv) {
-        (true, _) => Format::Json,
-        (_, true) => Format::Csv,
-        _ => a.format,
-    };
+    let format = a.short.pick(Format::Json, Format::Csv, a.format);
     match format {
         Format::Json => writeln!(stdout, "{out}")?,
         Format::Csv => {
@@ -186,8 +178,7 @@ mod tests {
             order: "bytes".into(),
             limit: 5,
             format: Format::Table,
-            json: false,
-            csv: false,
+            short: Short::default(),
             config: None,
         };
         let q = query_string(&a, 7200).unwrap();
