@@ -60,6 +60,17 @@ pub fn geo_lookup(config: Option<PathBuf>) -> Result<Option<Lookup>> {
 }
 
 impl Rows {
+    /// Appends this range and these filters to `q`, as [`range_and_filters`] does.
+    pub fn append_to(&self, q: &mut form_urlencoded::Serializer<String>, now: i64) -> Result<()> {
+        range_and_filters(
+            q,
+            self.from.as_deref(),
+            self.to.as_deref(),
+            &self.filters,
+            now,
+        )
+    }
+
     /// The database given, or the daemon's.
     pub fn db(&self) -> PathBuf {
         self.db

@@ -99,13 +99,7 @@ fn csv_err(e: csv::Error) -> Stop {
 /// The export these arguments ask for, checked as the API checks its parameters.
 fn export(a: &Args, now: i64) -> Result<Export> {
     let mut q = form_urlencoded::Serializer::new(String::new());
-    crate::cli_args::range_and_filters(
-        &mut q,
-        a.rows.from.as_deref(),
-        a.rows.to.as_deref(),
-        &a.rows.filters,
-        now,
-    )?;
+    a.rows.append_to(&mut q, now)?;
     Export::from_query(Some(&q.finish()), now).map_err(|e| anyhow!("{e}"))
 }
 

@@ -47,13 +47,7 @@ fn query_string(a: &Args, now: i64) -> Result<String> {
     }
     q.append_pair("order", &a.order);
     q.append_pair("limit", &a.limit.to_string());
-    crate::cli_args::range_and_filters(
-        &mut q,
-        a.rows.from.as_deref(),
-        a.rows.to.as_deref(),
-        &a.rows.filters,
-        now,
-    )?;
+    a.rows.append_to(&mut q, now)?;
     Ok(q.finish())
 }
 
