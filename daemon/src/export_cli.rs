@@ -2,10 +2,9 @@
 //! column resolved, as CSV or JSON lines, streamed in time order from a read-only connection.
 use crate::api::export::{Export, Row, COLUMNS};
 use crate::cli_args::{Rows, Short};
-use crate::geoip::{Geo, Lookup};
+use crate::geoip::{Geo, Memo};
 use crate::sink::now_unix;
 use anyhow::{anyhow, Result};
-use std::collections::HashMap;
 use std::io::Write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,33 +39,6 @@ struct WithGeo<'a> {
     row: &'a Row,
     #[serde(skip_serializing_if = "Option::is_none")]
     geo: Option<Option<Geo>>,
-}
-
-/// Lookups of one export, each remote address once.
-struct Places<'a> {
-    lookup: Option<&'a Lookup>,
-    seen: HashMap<String, Option<Geo>>,
-    unknown: Option<Geo>,
-}
-
-impl<'a> Places<'a> {
-    fn new(lookup: Option<&'a Lookup>) -> Places<'a> {
-        Places {
-            lookup,
-            seen: HashMap::new(),
-            unknown: None,
-        }
-    }
-
-    /// What the databases know of `addr` (`None`: nothing).
-    fn of(&mut self, addr: &str) -> &Option<Geo> {
-        let Some(lookup) = self.lookup else {
-            return &self.unknown;
-        };
-        self.seen
-            .entry(addr.to_owned())
-            .or_insert_with(|| addr.parse().ok().and_then(|ip| lookup.lookup(ip)))
-    }
 }
 
 /// Why writing stopped: the reader went away (not an error) or something failed.
@@ -106,7 +78,7 @@ fn export(a: &Args, now: i64) -> Result<Export> {
 pub fn run(a: Args) -> Result<()> {
     let export = export(&a, now_unix())?;
     let lookup = crate::cli_args::geo_lookup(a.config.clone())?;
-    let mut geo = Places::new(lookup.as_ref());
+    let mut geo = Memo::new(lookup.as_ref());
     let db = a.rows.db();
     let conn = crate::api::db::open(&db)?;
     let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
@@ -124,7 +96,7 @@ pub fn run(a: Args) -> Result<()> {
                     export.for_each(&conn, |r| {
                         if lookup.is_some() {
                             // Five empty cells for an address the databases do not know.
-                            let g = geo.of(&r.raddr).clone().unwrap_or_default();
+                            let g = geo.get(&r.raddr).cloned().unwrap_or_default();
                             w.serialize((&r, &g)).map_err(csv_err)
                         } else {
                             w.serialize(&r).map_err(csv_err)
@@ -137,7 +109,7 @@ pub fn run(a: Args) -> Result<()> {
             let mut w = out;
             export
                 .for_each(&conn, |r| {
-                    let located = lookup.is_some().then(|| geo.of(&r.raddr).clone());
+                    let located = lookup.is_some().then(|| geo.get(&r.raddr).cloned());
                     let line = WithGeo {
                         row: &r,
                         geo: located,

@@ -5,7 +5,7 @@ use super::db::QueryError;
 use super::dims::{self, Dim, GeoKey};
 use super::params::BadRequest;
 use super::query::{Aggregate, Order, SUMS};
-use crate::geoip::{Geo, Lookup};
+use crate::geoip::{Lookup, Memo};
 use rusqlite::Connection;
 use serde_json::{Map, Value as Json};
 use std::cmp::Ordering;
@@ -29,7 +29,7 @@ pub fn require(by: &[&Dim], lookup: Option<&Lookup>) -> Result<(), BadRequest> {
 /// Adds `"geo"` (`{"country", "country_name", "city", "asn", "as_org"}`, `null` where the
 /// databases know nothing) to every row with a `raddr`.
 pub fn annotate(rows: &mut [Json], lookup: &Lookup) {
-    let mut cache = Cache::new(lookup);
+    let mut cache = Memo::new(Some(lookup));
     for row in rows {
         let Some(obj) = row.as_object_mut() else {
             continue;
@@ -40,32 +40,6 @@ pub fn annotate(rows: &mut [Json], lookup: &Lookup) {
         // Plain strings and integers always serialise.
         let geo = serde_json::to_value(cache.get(addr)).unwrap_or_default();
         obj.insert("geo".into(), geo);
-    }
-}
-
-/// Lookups of one answer, each address once.
-struct Cache<'a> {
-    lookup: Option<&'a Lookup>,
-    seen: HashMap<String, Option<Geo>>,
-}
-
-impl<'a> Cache<'a> {
-    fn new(lookup: impl Into<Option<&'a Lookup>>) -> Cache<'a> {
-        Cache {
-            lookup: lookup.into(),
-            seen: HashMap::new(),
-        }
-    }
-
-    fn get(&mut self, addr: &str) -> Option<&Geo> {
-        if !self.seen.contains_key(addr) {
-            let geo = match (self.lookup, addr.parse()) {
-                (Some(l), Ok(ip)) => l.lookup(ip),
-                _ => None,
-            };
-            self.seen.insert(addr.to_owned(), geo);
-        }
-        self.seen.get(addr).and_then(Option::as_ref)
     }
 }
 
@@ -104,7 +78,7 @@ pub fn grouped(
             geo_names(agg)
         )));
     }
-    let mut cache = Cache::new(lookup);
+    let mut cache = Memo::new(lookup);
     let mut groups: HashMap<String, Group> = HashMap::new();
     for row in rows {
         let geo = row["raddr"]

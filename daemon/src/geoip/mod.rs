@@ -181,6 +181,31 @@ impl Lookup {
     }
 }
 
+/// Lookups of one answer or export, each address once.
+pub struct Memo<'a> {
+    lookup: Option<&'a Lookup>,
+    seen: std::collections::HashMap<String, Option<Geo>>,
+}
+
+impl<'a> Memo<'a> {
+    pub fn new(lookup: Option<&'a Lookup>) -> Memo<'a> {
+        Memo {
+            lookup,
+            seen: std::collections::HashMap::new(),
+        }
+    }
+
+    /// What the databases know of `addr` (text form); `None` without databases, for an address
+    /// they do not know, or for text that is not an address.
+    pub fn get(&mut self, addr: &str) -> Option<&Geo> {
+        let lookup = self.lookup?;
+        self.seen
+            .entry(addr.to_owned())
+            .or_insert_with(|| addr.parse().ok().and_then(|ip| lookup.lookup(ip)))
+            .as_ref()
+    }
+}
+
 fn read(path: &Path) -> Result<maxminddb::Reader<Vec<u8>>, GeoError> {
     if !path.exists() {
         return Err(GeoError::Missing {
