@@ -97,14 +97,8 @@ const fn int(
 /// A time bucket (not a filter: `from` and `to` select time).
 const fn time(name: &'static str, column: &'static str, expr: &'static str) -> Dim {
     Dim {
-        name,
-        column,
-        key: name,
-        expr,
-        joins: 0,
-        numeric: true,
         filter: None,
-        geo: None,
+        ..int(name, column, expr, "")
     }
 }
 
