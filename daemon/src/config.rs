@@ -337,16 +337,18 @@ impl Monitoring {
     }
 }
 
+/// Loads `s` as a configuration file, for the tests of every section.
+#[cfg(test)]
+pub(crate) fn load_str(s: &str) -> Result<Loaded, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, s).unwrap();
+    load(&p, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn load_str(s: &str) -> Result<Loaded, ConfigError> {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.toml");
-        std::fs::write(&p, s).unwrap();
-        load(&p, true)
-    }
 
     #[test]
     fn defaults_and_overrides() {

@@ -52,14 +52,7 @@ impl Api {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{load, ConfigError, Loaded};
-
-    fn load_str(s: &str) -> Result<Loaded, ConfigError> {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.toml");
-        std::fs::write(&p, s).unwrap();
-        load(&p, true)
-    }
+    use super::super::load_str;
 
     #[test]
     fn listen_and_socket() {
