@@ -9,7 +9,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -165,12 +164,8 @@ fn sink(ns: &Ns, exe: &Path, addr: &str) -> (Guard, u16) {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
-    (Guard(child), v["port"].as_u64().unwrap() as u16)
+    let port = served_port(&mut child);
+    (Guard(child), port)
 }
 
 /// The first address in the answer part of `nslookup`/`dig +short` output.

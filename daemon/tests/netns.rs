@@ -3,7 +3,6 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -68,13 +67,8 @@ fn serve(ns: &str, exe: &Path, args: &[&str]) -> (std::process::Child, u16) {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
-    (child, v["port"].as_u64().unwrap() as u16)
+    let port = served_port(&mut child);
+    (child, port)
 }
 
 struct Pair {

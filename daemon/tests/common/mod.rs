@@ -309,3 +309,15 @@ pub fn success_stdout(o: &std::process::Output) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout.clone()).unwrap()
 }
+
+/// The port a generator server (`serve-tcp`, `serve-udp`, …) started with `stdout` piped prints
+/// on its first line.
+pub fn served_port(child: &mut Child) -> u16 {
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout piped"))
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+    v["port"].as_u64().unwrap() as u16
+}
