@@ -23,6 +23,9 @@ pub struct Database {
     pub retention_days: u32,
     pub write_limit_seconds: u32,
     pub text_log: bool,
+    /// Closed windows waiting for the database writer, at most (estimated bytes); a window
+    /// past it is dropped and recorded as a `sink_queue_full` loss.
+    pub queue_max_bytes: u64,
 }
 
 impl Default for Database {
@@ -32,6 +35,7 @@ impl Default for Database {
             retention_days: 30,
             write_limit_seconds: 10,
             text_log: false,
+            queue_max_bytes: 64 << 20,
         }
     }
 }
@@ -47,6 +51,10 @@ pub struct Monitoring {
     pub rlimit_nofile: Option<u64>,
     /// Traffic hook set: "auto" (best the kernel allows), "tp_btf", "fexit" or "kprobe".
     pub hook_set: String,
+    /// Executables larger than this are not hashed (stored as `!too-large`).
+    pub hash_max_bytes: u64,
+    /// A hash not finished after this long is given up (stored as `!timeout`).
+    pub hash_timeout_seconds: u32,
 }
 
 impl Default for Monitoring {
@@ -58,6 +66,8 @@ impl Default for Monitoring {
             st_dev_mask: None,
             rlimit_nofile: None,
             hook_set: "auto".into(),
+            hash_max_bytes: 2 << 30,
+            hash_timeout_seconds: 30,
         }
     }
 }
@@ -100,6 +110,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "retention_days",
             "write_limit_seconds",
             "text_log",
+            "queue_max_bytes",
             "remote",
         ],
     ),
@@ -112,6 +123,8 @@ const KNOWN: &[(&str, &[&str])] = &[
             "st_dev_mask",
             "rlimit_nofile",
             "hook_set",
+            "hash_max_bytes",
+            "hash_timeout_seconds",
         ],
     ),
     ("data", &["owner", "group", "mode"]),
@@ -316,6 +329,29 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             "monitoring.conn_map_max_entries",
             &entries,
             "use 1024 to 16777216",
+        );
+    }
+    let q = c.database.queue_max_bytes;
+    if !(65536..=(16 << 30)).contains(&q) {
+        return bad(
+            "database.queue_max_bytes",
+            &q,
+            "use 65536 (64 KiB) to 17179869184 (16 GiB)",
+        );
+    }
+    let m = &c.monitoring;
+    if m.hash_max_bytes < (1 << 20) {
+        return bad(
+            "monitoring.hash_max_bytes",
+            &m.hash_max_bytes,
+            "use 1048576 (1 MiB) or more",
+        );
+    }
+    if !(1..=3600).contains(&m.hash_timeout_seconds) {
+        return bad(
+            "monitoring.hash_timeout_seconds",
+            &m.hash_timeout_seconds,
+            "use 1 to 3600 seconds",
         );
     }
     let sets = ["auto", "tp_btf", "fexit", "kprobe"];

@@ -2,6 +2,7 @@
 mod api;
 mod cli_args;
 mod collector;
+mod completion;
 mod config;
 mod connlog;
 mod dns;

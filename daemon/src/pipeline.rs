@@ -35,6 +35,20 @@ pub struct Pipeline {
     heartbeat: Option<Heartbeat>,
     /// Every loss reported since start.
     losses: u64,
+    /// How long the writer may go without writing a waiting window before it is called stalled.
+    stall_after: Duration,
+    /// What is wrong with the writer, once said (said again only when it changes).
+    writer_problem: Option<String>,
+}
+
+/// The writer is stalled when windows wait this many windows plus `STALL_GRACE` without one
+/// being written (a write may wait up to the store's 5 s busy timeout).
+pub const STALL_WINDOWS: u32 = 3;
+pub const STALL_GRACE: Duration = Duration::from_secs(10);
+
+/// How long the writer may go without writing a waiting window, for windows of `write_every`.
+pub fn stall_after(write_every: Duration) -> Duration {
+    write_every * STALL_WINDOWS + STALL_GRACE
 }
 
 const DRAIN_EVERY: Duration = Duration::from_secs(1);
@@ -62,6 +76,8 @@ impl Pipeline {
             every_exe: false,
             heartbeat: None,
             losses: 0,
+            stall_after: stall_after(Duration::from_secs(10)),
+            writer_problem: None,
         }
     }
 
@@ -75,11 +91,15 @@ impl Pipeline {
     fn snapshot(&self) -> Snapshot {
         let s = &self.sink.stats;
         let c = &self.identity.counters;
+        let h = &self.identity.cache.hash_counters;
         let identity = [
             ("exe_unavailable", &c.exe_unavailable),
             ("exe_mismatch", &c.exe_mismatch),
             ("cmdline_unreadable", &c.cmdline_unreadable),
             ("container_unresolved", &c.container_unresolved),
+            ("hash_pending", &h.pending),
+            ("hash_too_large", &h.too_large),
+            ("hash_timeout", &h.timeout),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
@@ -95,14 +115,27 @@ impl Pipeline {
         }
     }
 
-    /// One turn of the main loop is done: watchdog ping and status.
-    fn beat(&mut self) {
+    /// One turn of the main loop is done: watchdog ping (only while the writer is healthy) and
+    /// status. Err when the writer thread is gone.
+    fn beat(&mut self) -> std::io::Result<()> {
+        let problem = self.sink.problem(self.stall_after);
+        if problem != self.writer_problem {
+            match &problem {
+                Some(why) => tracing::error!("{why}: the watchdog is no longer pinged"),
+                None => tracing::info!("the database writer is writing again"),
+            }
+            self.writer_problem = problem.clone();
+        }
         if self.heartbeat.is_some() {
             let snap = self.snapshot();
             if let Some(h) = self.heartbeat.as_mut() {
-                h.tick(snap);
+                h.tick(snap, problem.is_none());
             }
         }
+        if self.sink.problem(Duration::MAX).is_some() {
+            return Err(std::io::Error::other("the database writer has stopped"));
+        }
+        Ok(())
     }
 
     fn read_ring(&mut self, ring: &mut RingBuf<MapData>) {
@@ -322,9 +355,20 @@ impl Pipeline {
         }
     }
 
+    /// Hands the closed window to the writer; a full queue drops it as a counted loss.
     fn flush(&mut self) {
-        if !self.window.is_empty() {
-            self.sink.send(Msg::Window(self.window.close()));
+        if self.window.is_empty() {
+            return;
+        }
+        let closed = self.window.close();
+        let contime = closed.contime;
+        if let Err(rows) = self.sink.send_window(closed) {
+            tracing::error!(
+                rows,
+                queued_bytes = self.sink.health.queued_bytes(),
+                "the database writer's queue is full: a window of {rows} rows is dropped"
+            );
+            self.loss(contime, "sink_queue_full", rows as u64);
         }
     }
 
@@ -350,6 +394,7 @@ impl Pipeline {
             ),
             None => None,
         };
+        self.stall_after = stall_after(write_every);
         let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
         let mut flush_tick = tokio::time::interval(write_every);
         drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -396,14 +441,14 @@ impl Pipeline {
                     self.read_ring(ring.get_mut());
                     if let Some(d) = dns.as_mut() { self.read_dns(d.get_mut()); }
                     self.drain();
-                    self.beat();
+                    self.beat()?;
                 }
                 _ = flush_tick.tick() => {
                     self.read_ring(ring.get_mut());
                     if let Some(d) = dns.as_mut() { self.read_dns(d.get_mut()); }
                     self.drain();
                     self.flush();
-                    self.beat();
+                    self.beat()?;
                 }
                 _ = &mut shutdown => break,
             }
@@ -426,7 +471,6 @@ impl Pipeline {
             cached = self.names.cache_len(),
             "DNS answers read"
         );
-        self.sink.shutdown();
-        Ok(())
+        self.sink.shutdown().map_err(std::io::Error::other)
     }
 }

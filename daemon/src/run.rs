@@ -97,6 +97,12 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     log_dns(&collector.attached);
     // For the API's answers and the event feed; reopened on SIGHUP.
     let geoip = crate::geoip::Shared::open(&cfg.geoip);
+    if !cfg.database.enabled {
+        tracing::info!(
+            "[database] enabled = false: no connection rows or loss reports are written to SQLite \
+             (conn.log, notifications, the event feed and /metrics still get them)"
+        );
+    }
     // One daemon per state directory; held until the process exits.
     let _pidfile = match PidFile::acquire(&paths.pidfile) {
         Ok(p) => p,
@@ -155,7 +161,11 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         .monitoring
         .st_dev_mask
         .unwrap_or_else(exe_cache::auto_dev_mask);
-    let mut cache = exe_cache::ExeCache::new(4096, mask);
+    let limits = crate::identity::hash_pool::Limits {
+        max_bytes: cfg.monitoring.hash_max_bytes,
+        timeout: Duration::from_secs(u64::from(cfg.monitoring.hash_timeout_seconds)),
+    };
+    let mut cache = exe_cache::ExeCache::with_limits(4096, mask, limits);
     let watcher = match Watcher::new() {
         Ok(w) => {
             let w = Arc::new(w);
@@ -194,6 +204,8 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
                 .then(|| crate::connlog::ConnLog::new(paths.conn_log.clone(), data)),
             filter: crate::filter::Filter::new(log_rules(&cfg.log, &loaded.log_filters)),
             feed: feed.clone(),
+            db_enabled: cfg.database.enabled,
+            queue_max_bytes: cfg.database.queue_max_bytes,
         },
     ) {
         Ok(s) => s,
@@ -254,6 +266,8 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
             tracing::info!("picosnitch stopped; everything was written");
             ExitCode::SUCCESS
         }
+        // The writer failed (it stopped, or rows were not written): status 1, which the unit
+        // restarts.
         Err(e) => fatal(e, 1),
     }
 }

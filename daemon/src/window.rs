@@ -1,8 +1,9 @@
 //! window.rs: sums traffic by row key over one write window (`write_limit_seconds`).
-use crate::identity::exe_cache::ExeCache;
+use crate::identity::exe_cache::{ExeCache, HASH_PENDING};
 use crate::identity::{Identity, ProcRef};
-use crate::model::{ExeIdent, Row, RowKey};
+use crate::model::{ExeIdent, FileId, Row, RowKey};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Grouping key before hashing: process levels are still references to cached executables.
@@ -65,20 +66,43 @@ impl Window {
     }
 }
 
+/// The stored rows of a window, and the executables whose hash was not ready (`!pending`).
+#[derive(Debug, Default)]
+pub struct Hashed {
+    pub rows: Vec<Row>,
+    pub pending: Vec<(FileId, Arc<ExeIdent>)>,
+}
+
 impl Closed {
-    /// Hashes every executable level and builds the stored rows (blocking: reads binaries).
-    pub fn into_rows(self, cache: &ExeCache) -> Vec<Row> {
+    /// Rough bytes this window holds in memory (the sink's queue is bounded by it).
+    pub fn estimated_bytes(&self) -> u64 {
+        let per_group = std::mem::size_of::<(WinKey, Sums)>() as u64 + 64;
+        self.groups
+            .iter()
+            .map(|(k, _)| per_group + (k.laddr.len() + k.raddr.len() + k.domain.len()) as u64)
+            .sum()
+    }
+
+    /// Takes every executable level's hash from the cache (never waits for one) and builds the
+    /// stored rows; a hash not ready yet is stored as `!pending` and listed.
+    pub fn into_rows(self, cache: &ExeCache) -> Hashed {
         let mut idents: HashMap<Arc<ProcRef>, Arc<ExeIdent>> = HashMap::new();
+        let mut pending = Vec::new();
         let mut ident = |p: &Arc<ProcRef>| -> Arc<ExeIdent> {
             idents
                 .entry(p.clone())
                 .or_insert_with(|| {
-                    Arc::new(ExeIdent {
+                    let i = Arc::new(ExeIdent {
                         exe: p.exe.clone(),
                         name: p.name.clone(),
                         cmdline: p.cmdline.clone(),
                         sha256: Identity::sha256_of(cache, p),
-                    })
+                    });
+                    if i.sha256 == HASH_PENDING {
+                        cache.hash_counters.pending.fetch_add(1, Ordering::Relaxed);
+                        pending.push((p.file, i.clone()));
+                    }
+                    i
                 })
                 .clone()
         };
@@ -105,7 +129,7 @@ impl Closed {
             m.recv += s.recv;
             m.events += s.events;
         }
-        merged
+        let rows = merged
             .into_iter()
             .map(|(key, s)| Row {
                 contime: self.contime,
@@ -114,7 +138,8 @@ impl Closed {
                 recv: s.recv,
                 events: s.events,
             })
-            .collect()
+            .collect();
+        Hashed { rows, pending }
     }
 }
 
@@ -164,7 +189,7 @@ mod tests {
             }
         );
         assert!(w.is_empty());
-        let rows = c.into_rows(&ExeCache::new(16, u64::MAX));
+        let rows = c.into_rows(&ExeCache::new(16, u64::MAX)).rows;
         assert_eq!(rows.iter().map(|r| r.send).sum::<u64>(), 16);
     }
 }

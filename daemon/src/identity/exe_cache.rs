@@ -1,48 +1,77 @@
-//! exe_cache.rs: open executables kept by (dev & st_dev_mask, ino) and their sha256, hashed from the fd.
+//! exe_cache.rs: open executables kept by (dev & st_dev_mask, ino) and their sha256, hashed from
+//! the fd by the hash pool as soon as a file is cached; lookups never block.
 use super::fanotify::Watcher;
+use super::hash_pool::{HashCounters, HashPool, Job, Limits, Outcome, Source, Stamp};
 use super::procfs::OpenedExe;
 use crate::model::FileId;
 use lru::LruCache;
-use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::num::NonZeroUsize;
-use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Marker stored instead of a hash when the executable could not be read.
 pub const HASH_UNREADABLE: &str = "!unreadable";
+/// Marker stored when the hash was not ready when the row's window was written; the row's
+/// executable is completed when the hash arrives.
+pub const HASH_PENDING: &str = "!pending";
+/// Without fanotify, a cached hash is checked against the file's size and mtime this often.
+const RECHECK: Duration = Duration::from_secs(1);
 
 pub struct CachedExe {
     pub file: File,
     pub path: String,
 }
 
-/// Identity of the file content that a hash belongs to: a change of size or mtime means rehash.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct Version {
-    id: FileId,
-    size: u64,
-    mtime_ns: i128,
+impl Source for CachedExe {
+    fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+/// A computed hash and the stamp of the file it was computed from.
+struct Hashed {
+    hash: String,
+    stamp: Option<Stamp>,
+    checked: Instant,
+}
+
+#[derive(Default)]
+struct Hashes {
+    done: HashMap<FileId, Hashed>,
+    /// Keys with a job queued or running.
+    inflight: HashSet<FileId>,
 }
 
 #[derive(Clone)]
 pub struct ExeCache {
     mask: u64,
     open: Arc<Mutex<LruCache<FileId, Arc<CachedExe>>>>,
-    hashes: Arc<Mutex<HashMap<Version, String>>>,
+    hashes: Arc<Mutex<Hashes>>,
+    pool: HashPool,
+    pub hash_counters: Arc<HashCounters>,
     /// Marks every cached executable for writes, when fanotify is available.
     watcher: Option<Arc<Watcher>>,
 }
 
 impl ExeCache {
+    #[cfg(test)]
     pub fn new(capacity: usize, dev_mask: u64) -> Self {
+        ExeCache::with_limits(capacity, dev_mask, Limits::default())
+    }
+
+    /// A cache of `capacity` open files (at least 16) whose hashes follow `limits`.
+    pub fn with_limits(capacity: usize, dev_mask: u64, limits: Limits) -> Self {
+        let counters = Arc::new(HashCounters::default());
         ExeCache {
             mask: dev_mask,
             open: Arc::new(Mutex::new(LruCache::new(
                 NonZeroUsize::new(capacity.max(16)).expect("nonzero"),
             ))),
-            hashes: Arc::new(Mutex::new(HashMap::new())),
+            hashes: Arc::new(Mutex::new(Hashes::default())),
+            pool: HashPool::new(limits, counters.clone()),
+            hash_counters: counters,
             watcher: None,
         }
     }
@@ -53,23 +82,29 @@ impl ExeCache {
         self
     }
 
-    /// Forgets the hash of a file (it was written to) and returns the last one computed.
+    /// Forgets the hash of a file (it was written to), asks for a new one and returns the last
+    /// one computed.
     pub fn forget_hash(&self, id: FileId) -> Option<String> {
         let key = self.key(id);
-        let mut hashes = self.hashes.lock().expect("hash cache lock");
-        let old = hashes
-            .iter()
-            .find(|(k, _)| k.id == key)
-            .map(|(_, h)| h.clone());
-        hashes.retain(|k, _| k.id != key);
+        let old = self
+            .hashes
+            .lock()
+            .expect("hash cache lock")
+            .done
+            .remove(&key)
+            .map(|h| h.hash);
+        self.request(key, None);
         old
     }
 
     /// Whether a hash of this file was computed (and not forgotten since).
     pub fn hash_known(&self, id: FileId) -> bool {
         let key = self.key(id);
-        let hashes = self.hashes.lock().expect("hash cache lock");
-        hashes.keys().any(|k| k.id == key)
+        self.hashes
+            .lock()
+            .expect("hash cache lock")
+            .done
+            .contains_key(&key)
     }
 
     /// Every cached executable (to rehash them all when fanotify lost events).
@@ -95,26 +130,44 @@ impl ExeCache {
         self.key(a) == self.key(b)
     }
 
-    /// Keeps an opened executable unless one with the same key is cached.
+    /// Keeps an opened executable unless one with the same key is cached, and starts hashing
+    /// it. The file the cache drops to make room loses its fanotify mark and its hash.
     pub fn insert(&self, opened: OpenedExe) {
         let key = self.key(opened.id);
-        let mut open = self.open.lock().expect("exe cache lock");
-        if open.get(&key).is_some() {
-            return;
-        }
-        let path = opened.path.clone();
-        if let Some(w) = &self.watcher {
-            if let Err(e) = w.watch(&opened.file) {
-                tracing::warn!("cannot watch {path} for modification: {e}");
+        let evicted = {
+            let mut open = self.open.lock().expect("exe cache lock");
+            if open.get(&key).is_some() {
+                return;
             }
-        }
-        open.put(
-            key,
-            Arc::new(CachedExe {
+            if let Some(w) = &self.watcher {
+                if let Err(e) = w.watch(&opened.file) {
+                    tracing::warn!("cannot watch {} for modification: {e}", opened.path);
+                }
+            }
+            let exe = Arc::new(CachedExe {
                 file: opened.file,
                 path: opened.path,
-            }),
-        );
+            });
+            open.push(key, exe).filter(|(k, _)| *k != key)
+        };
+        if let Some((old, exe)) = evicted {
+            self.drop_evicted(old, &exe);
+        }
+        self.request(key, None);
+    }
+
+    /// A file left the cache: its mark and its hash go with it.
+    fn drop_evicted(&self, key: FileId, exe: &CachedExe) {
+        if let Some(w) = &self.watcher {
+            if let Err(e) = w.unwatch(&exe.file) {
+                tracing::debug!("cannot remove the fanotify mark of {}: {e}", exe.path);
+            }
+        }
+        self.hashes
+            .lock()
+            .expect("hash cache lock")
+            .done
+            .remove(&key);
     }
 
     pub fn get(&self, id: FileId) -> Option<Arc<CachedExe>> {
@@ -125,30 +178,108 @@ impl ExeCache {
             .cloned()
     }
 
-    /// sha256 of a cached executable, computed from the open fd (blocking: call from a blocking pool).
-    pub fn sha256(&self, id: FileId) -> Option<String> {
-        let exe = self.get(id)?;
-        let Ok(meta) = exe.file.metadata() else {
-            return Some(HASH_UNREADABLE.into());
-        };
-        let v = Version {
-            id: self.key(id),
-            size: meta.size(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        };
-        if let Some(h) = self.hashes.lock().expect("hash cache lock").get(&v) {
-            return Some(h.clone());
+    /// Queues a hash of a cached file unless one is queued or running.
+    fn request(&self, key: FileId, known: Option<Stamp>) {
+        let Some(exe) = self.get(key) else { return };
+        if !self
+            .hashes
+            .lock()
+            .expect("hash cache lock")
+            .inflight
+            .insert(key)
+        {
+            return;
         }
-        let h = hash_file(&exe.file).unwrap_or_else(|_| HASH_UNREADABLE.into());
-        let mut hashes = self.hashes.lock().expect("hash cache lock");
-        hashes.retain(|k, _| k.id != v.id);
-        hashes.insert(v, h.clone());
-        Some(h)
+        let hashes = self.hashes.clone();
+        let job = Job {
+            file: exe,
+            known,
+            done: Box::new(move |o: Outcome| {
+                let mut h = hashes.lock().expect("hash cache lock");
+                h.inflight.remove(&key);
+                let checked = Instant::now();
+                match o.hash {
+                    Some(hash) => {
+                        h.done.insert(
+                            key,
+                            Hashed {
+                                hash,
+                                stamp: o.stamp,
+                                checked,
+                            },
+                        );
+                    }
+                    None => {
+                        if let Some(d) = h.done.get_mut(&key) {
+                            d.checked = checked;
+                        }
+                    }
+                }
+            }),
+        };
+        if !self.pool.submit(job) {
+            self.hashes
+                .lock()
+                .expect("hash cache lock")
+                .inflight
+                .remove(&key);
+        }
+    }
+
+    /// sha256 of a cached executable if it is ready, without blocking; otherwise it is asked
+    /// for and None is returned. None also when the file is not cached.
+    pub fn hash_ready(&self, id: FileId) -> Option<String> {
+        let key = self.key(id);
+        self.pool.check_deadlines();
+        let found = {
+            let h = self.hashes.lock().expect("hash cache lock");
+            h.done
+                .get(&key)
+                .map(|d| (d.hash.clone(), d.stamp, d.checked.elapsed() >= RECHECK))
+        };
+        match found {
+            Some((hash, stamp, stale)) => {
+                // Without fanotify, a change is seen by size and mtime.
+                if self.watcher.is_none() && stale {
+                    self.request(key, stamp);
+                }
+                Some(hash)
+            }
+            None => {
+                self.request(key, None);
+                None
+            }
+        }
+    }
+
+    /// sha256 of a cached executable, `!pending` when it is not ready yet; None when the file
+    /// is not cached. Never blocks.
+    pub fn sha256(&self, id: FileId) -> Option<String> {
+        self.get(id)?;
+        Some(self.hash_ready(id).unwrap_or_else(|| HASH_PENDING.into()))
+    }
+
+    /// Waits up to `timeout` for the hash of a cached file (tests; never the writer).
+    #[cfg(test)]
+    pub fn wait_hash(&self, id: FileId, timeout: Duration) -> Option<String> {
+        let t = Instant::now();
+        loop {
+            if let Some(h) = self.hash_ready(id) {
+                return Some(h);
+            }
+            if t.elapsed() > timeout || self.get(id).is_none() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
 /// Hashes a whole file with positional reads (the fd's offset is left alone).
+#[cfg(test)]
 pub fn hash_file(f: &File) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::FileExt;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut off = 0u64;
@@ -183,32 +314,104 @@ pub fn auto_dev_mask() -> u64 {
 mod tests {
     use super::*;
     use crate::identity::procfs;
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+
+    fn opened(p: &std::path::Path) -> OpenedExe {
+        let f = File::open(p).unwrap();
+        let meta = f.metadata().unwrap();
+        OpenedExe {
+            file: f,
+            id: FileId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            },
+            path: p.to_string_lossy().into(),
+        }
+    }
 
     #[test]
     fn hashes_from_fd_and_rehashes_on_change() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         std::fs::write(&p, b"abc").unwrap();
-        let f = File::open(&p).unwrap();
-        let meta = f.metadata().unwrap();
-        let id = FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        };
+        let o = opened(&p);
+        let id = o.id;
         let cache = ExeCache::new(4, u64::MAX);
-        cache.insert(OpenedExe {
-            file: f,
-            id,
-            path: p.to_string_lossy().into(),
-        });
+        cache.insert(o);
+        let first = cache.wait_hash(id, Duration::from_secs(10)).unwrap();
         assert_eq!(
-            cache.sha256(id).unwrap(),
+            first,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         std::fs::write(&p, b"abcd").unwrap();
+        // Without fanotify the change is seen by size and mtime within a recheck.
+        let t = Instant::now();
+        while cache.hash_ready(id).unwrap() == first {
+            assert!(t.elapsed() < Duration::from_secs(10), "change not seen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         assert_eq!(
-            cache.sha256(id).unwrap(),
+            cache.hash_ready(id).unwrap(),
             "88d4266fd4e6338d13b845fcf289579d209c897823b9217da3e161936f031589"
+        );
+    }
+
+    #[test]
+    fn a_file_over_the_cap_is_too_large_and_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sparse");
+        File::create(&p).unwrap().set_len(4 << 40).unwrap();
+        let o = opened(&p);
+        let id = o.id;
+        let cache = ExeCache::new(4, u64::MAX);
+        let t = Instant::now();
+        cache.insert(o);
+        assert!(t.elapsed() < Duration::from_millis(100));
+        assert_eq!(
+            cache.wait_hash(id, Duration::from_secs(10)).unwrap(),
+            super::super::hash_pool::HASH_TOO_LARGE
+        );
+        assert_eq!(
+            cache
+                .hash_counters
+                .too_large
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+
+    /// The fd cache's least recently used file leaves with its fanotify mark and its hash.
+    #[test]
+    fn eviction_removes_the_mark_and_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let watcher = Arc::new(Watcher::new().unwrap());
+        let cache = ExeCache::new(16, u64::MAX).with_watcher(watcher.clone());
+        let mut ids = Vec::new();
+        for i in 0..17 {
+            let p = dir.path().join(format!("f{i}"));
+            std::fs::write(&p, format!("{i}")).unwrap();
+            let o = opened(&p);
+            ids.push(o.id);
+            cache.insert(o);
+            cache.wait_hash(ids[i], Duration::from_secs(10)).unwrap();
+        }
+        assert!(cache.get(ids[0]).is_none(), "the first file is evicted");
+        assert!(!cache.hash_known(ids[0]));
+        assert!(cache.hash_known(ids[1]));
+        for i in [0, 1] {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(dir.path().join(format!("f{i}")))
+                .unwrap()
+                .write_all(b"x")
+                .unwrap();
+        }
+        let c = watcher.read().unwrap();
+        assert_eq!(
+            c.modified,
+            vec![ids[1]],
+            "only the cached file is still marked"
         );
     }
 

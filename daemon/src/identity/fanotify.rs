@@ -9,6 +9,7 @@ const FAN_CLASS_NOTIF: u32 = 0;
 const FAN_CLOEXEC: u32 = 1;
 const FAN_NONBLOCK: u32 = 2;
 const FAN_MARK_ADD: u32 = 1;
+const FAN_MARK_REMOVE: u32 = 2;
 const FAN_MODIFY: u64 = 0x2;
 const FAN_CLOSE_WRITE: u64 = 0x8;
 const FAN_Q_OVERFLOW: u64 = 0x4000;
@@ -53,11 +54,20 @@ impl Watcher {
 
     /// Marks the file behind `file` (an open executable) for writes.
     pub fn watch(&self, file: &impl AsRawFd) -> io::Result<()> {
+        self.mark(file, FAN_MARK_ADD)
+    }
+
+    /// Removes the mark of the file behind `file` (it left the fd cache).
+    pub fn unwatch(&self, file: &impl AsRawFd) -> io::Result<()> {
+        self.mark(file, FAN_MARK_REMOVE)
+    }
+
+    fn mark(&self, file: &impl AsRawFd, how: u32) -> io::Result<()> {
         // SAFETY: a NULL path makes fanotify mark the object `file` refers to.
         let r = unsafe {
             libc::fanotify_mark(
                 self.fd.as_raw_fd(),
-                FAN_MARK_ADD,
+                how,
                 FAN_MODIFY | FAN_CLOSE_WRITE,
                 file.as_raw_fd(),
                 std::ptr::null(),

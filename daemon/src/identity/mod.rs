@@ -3,6 +3,7 @@
 pub mod container;
 pub mod exe_cache;
 pub mod fanotify;
+pub mod hash_pool;
 pub mod procfs;
 
 use crate::model::{FileId, ProcEvent};
@@ -317,6 +318,8 @@ mod tests {
         let p = id.resolve(me, 0, own_exe(), "me");
         assert!(p.error.is_none());
         assert_eq!(p.exe, std::env::current_exe().unwrap().to_string_lossy());
+        id.cache
+            .wait_hash(p.file, std::time::Duration::from_secs(10));
         let h = Identity::sha256_of(&id.cache, &p);
         let expect = exe_cache::hash_file(&std::fs::File::open("/proc/self/exe").unwrap()).unwrap();
         assert_eq!(h, expect);

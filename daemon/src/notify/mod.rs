@@ -113,6 +113,10 @@ impl Notifier {
                 ""
             };
             for (level, ident) in levels {
+                // Observed when its hash arrives (the writer completes it then).
+                if ident.sha256 == crate::identity::exe_cache::HASH_PENDING {
+                    continue;
+                }
                 if !seen.insert((level, ident.clone(), files)) {
                     continue;
                 }

@@ -71,11 +71,12 @@ impl Manager {
         }
     }
 
-    /// One turn of the main loop: the watchdog ping, and the status when it changed.
-    pub fn tick(&mut self, status: &str) {
+    /// One turn of the main loop: the watchdog ping (unless `ping` is false), and the status
+    /// when it changed.
+    pub fn tick(&mut self, status: &str, ping: bool) {
         let changed = status != self.last_status;
         let mut states = Vec::with_capacity(2);
-        if self.watchdog.is_some() {
+        if ping && self.watchdog.is_some() {
             states.push(NotifyState::Watchdog);
         }
         if changed {

@@ -100,10 +100,11 @@ impl Heartbeat {
         self.write_file(&snap, true);
     }
 
-    /// One turn of the main loop: WATCHDOG=1, STATUS= when it changed, the status file.
-    pub fn tick(&mut self, mut snap: Snapshot) {
+    /// One turn of the main loop: WATCHDOG=1 (when `healthy`: a stalled or dead writer lets the
+    /// watchdog fire), STATUS= when it changed, the status file.
+    pub fn tick(&mut self, mut snap: Snapshot, healthy: bool) {
         self.stamp(&mut snap);
-        self.manager.tick(&snap.line());
+        self.manager.tick(&snap.line(), healthy);
         self.write_file(&snap, false);
     }
 

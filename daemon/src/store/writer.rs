@@ -270,6 +270,47 @@ impl Store {
         }
     }
 
+    /// Completes rows stored since `since` with the executable `pending` (a `!pending` hash):
+    /// they now name `done`, the same executable with its hash. Returns the columns updated.
+    pub fn complete_hash(
+        &mut self,
+        pending: &ExeIdent,
+        done: &ExeIdent,
+        since: i64,
+    ) -> Result<usize, StoreError> {
+        let run = |conn: &mut Connection| -> rusqlite::Result<usize> {
+            let tx = conn.transaction()?;
+            let find = |i: &ExeIdent| {
+                tx.prepare_cached(SELECT_EXE)?
+                    .query_row(params![i.exe, i.name, i.cmdline, i.sha256], |r| {
+                        r.get::<_, i64>(0)
+                    })
+            };
+            let Ok(old) = find(pending) else {
+                return Ok(0);
+            };
+            tx.prepare_cached(INSERT_EXE)?.execute(params![
+                done.exe,
+                done.name,
+                done.cmdline,
+                done.sha256
+            ])?;
+            let new = find(done)?;
+            let mut n = 0;
+            for col in ["exe_id", "pexe_id", "gpexe_id"] {
+                n += tx.execute(
+                    &format!(
+                        "UPDATE connections SET {col} = ?1 WHERE {col} = ?2 AND contime >= ?3"
+                    ),
+                    params![new, old, since],
+                )?;
+            }
+            tx.commit()?;
+            Ok(n)
+        };
+        run(&mut self.conn).map_err(StoreError::sql(&self.path, "complete a pending hash"))
+    }
+
     /// Records that `count` events from `source` (ring buffer full, map full, unreadable /proc
     /// entry, …) were lost around `contime` (unix seconds).
     pub fn record_loss(
