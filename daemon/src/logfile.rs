@@ -5,7 +5,7 @@ use crate::config::DataAccess;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -76,10 +76,14 @@ pub fn apply_access(file: &File, access: DataAccess) -> io::Result<()> {
 }
 
 /// Like [`apply_access`] for a file given by path; a symlink or a multiply-linked file is refused.
+///
+/// The file is opened with `O_PATH`: closing a descriptor that can read would drop every POSIX
+/// lock this process holds on the file, and SQLite's locks on the database and its -shm file
+/// are such locks (a reader closing would then delete the WAL the daemon still writes to).
 pub fn apply_access_at(path: &Path, access: DataAccess) -> io::Result<()> {
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)?;
     let m = file.metadata()?;
     if !m.is_file() || m.nlink() > 1 {
@@ -88,7 +92,30 @@ pub fn apply_access_at(path: &Path, access: DataAccess) -> io::Result<()> {
             path.display()
         )));
     }
-    apply_access(&file, access)
+    let fd = file.as_raw_fd();
+    if m.mode() & 0o7777 != access.mode {
+        // fchmod refuses O_PATH descriptors; the descriptor's /proc link names this very file.
+        std::fs::set_permissions(
+            format!("/proc/self/fd/{fd}"),
+            std::fs::Permissions::from_mode(access.mode),
+        )?;
+    }
+    if m.uid() != access.uid || m.gid() != access.gid {
+        // SAFETY: an empty, NUL-terminated path with AT_EMPTY_PATH changes the file `fd` names.
+        let r = unsafe {
+            libc::fchownat(
+                fd,
+                c"".as_ptr(),
+                access.uid,
+                access.gid,
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// A log file that lines are appended to; opened on first use, reopened after an error and

@@ -26,7 +26,7 @@ pub struct Pipeline {
     window: Window,
     sink: Sink,
     last_stats: [u64; STAT_NAMES.len()],
-    last_ident: [u64; 3],
+    last_ident: [u64; 5],
     last_dns: crate::dns::Counters,
     last_capacity_warning: Option<Instant>,
     watcher: Option<Arc<Watcher>>,
@@ -69,7 +69,7 @@ impl Pipeline {
             window: Window::default(),
             sink,
             last_stats: [0; STAT_NAMES.len()],
-            last_ident: [0; 3],
+            last_ident: [0; 5],
             last_dns: Default::default(),
             last_capacity_warning: None,
             watcher,
@@ -288,15 +288,20 @@ impl Pipeline {
         self.last_stats = stats;
         let c = &self.identity.counters;
         // A mismatch alone loses nothing (the process is resolved by inode instead); these do.
+        let h = &self.identity.cache.hash_counters;
         let ident = [
             c.exe_unavailable.load(Ordering::Relaxed),
             c.cmdline_unreadable.load(Ordering::Relaxed),
             c.container_unresolved.load(Ordering::Relaxed),
+            h.too_large.load(Ordering::Relaxed),
+            h.timeout.load(Ordering::Relaxed),
         ];
         let names = [
             "exe_unavailable",
             "cmdline_unreadable",
             "container_unresolved",
+            "hash_too_large",
+            "hash_timeout",
         ];
         for i in 0..ident.len() {
             let grew = ident[i].saturating_sub(self.last_ident[i]);

@@ -313,29 +313,46 @@ mod tests {
         assert!(hash_limited(&f, 1 << 30, far).is_ok());
     }
 
-    /// A read that never returns (an empty FIFO opened for writing too) times out, and the
-    /// pool still hashes the next file on a replacement worker.
+    /// A file whose reads hang until released (as on a FUSE mount whose server stopped).
+    struct Hanging {
+        file: File,
+        release: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Source for Hanging {
+        fn file(&self) -> &File {
+            while !self.release.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            &self.file
+        }
+    }
+
+    /// A worker stuck in a read is abandoned at the deadline (its job stored as `!timeout`) and
+    /// replaced: the pool still hashes the next file; the stuck thread leaves once it returns.
     #[test]
     fn a_stuck_read_is_abandoned_and_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a NUL-terminated path we own.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let counters = Arc::new(HashCounters::default());
         let limits = Limits {
             max_bytes: 1 << 20,
             timeout: Duration::from_millis(300),
         };
         let pool = HashPool::new(limits, counters.clone());
+        let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut stuck = Vec::new();
         for _ in 0..WORKERS {
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&fifo)
-                .unwrap();
-            let (j, rx) = job(f);
+            let (tx, rx) = channel();
+            let j = Job {
+                file: Arc::new(Hanging {
+                    file: tempfile::tempfile().unwrap(),
+                    release: release.clone(),
+                }),
+                known: None,
+                done: Box::new(move |o: Outcome| {
+                    let _ = tx.send(o.hash.unwrap_or_default());
+                }),
+            };
             assert!(pool.submit(j));
             stuck.push(rx);
         }
@@ -360,5 +377,15 @@ mod tests {
             assert_eq!(rx.recv().unwrap(), HASH_TIMEOUT);
         }
         assert_eq!(counters.abandoned_workers.load(Ordering::Relaxed), 2);
+        assert_eq!(pool.shared.stuck.load(Ordering::SeqCst), 2);
+        release.store(true, Ordering::SeqCst);
+        let t = Instant::now();
+        while pool.shared.stuck.load(Ordering::SeqCst) > 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "stuck workers did not leave"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
