@@ -75,6 +75,11 @@ impl Waiting {
         }
     }
 
+    /// Whether stored executables still wait for their hash.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Rehashes a written-to executable; `ready` reports it once its new hash is known.
     pub fn add_modified(&mut self, cache: &ExeCache, id: FileId) {
         let old = cache.forget_hash(id);

@@ -121,6 +121,9 @@ impl SinkStats {
     }
 }
 
+/// At exit, how long the writer waits for hashes still pending (rows keep `!pending` after).
+const SHUTDOWN_HASH_WAIT: Duration = Duration::from_secs(5);
+
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
@@ -280,6 +283,7 @@ impl Writer {
                 }
             }
             if stop {
+                self.finish_hashes();
                 let rows: usize = self.pending.iter().map(|(r, _)| r.len()).sum();
                 if rows > 0 {
                     return Err(format!(
@@ -308,6 +312,15 @@ impl Writer {
             self.waiting.add_pending(hashed.pending, &rows);
         }
         self.pending.push((rows, bytes));
+    }
+
+    /// At exit: waits a little for the hashes still pending, so the last windows are completed.
+    fn finish_hashes(&mut self) {
+        let until = Instant::now() + SHUTDOWN_HASH_WAIT;
+        while self.pending.is_empty() && self.waiting.has_pending() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+            self.complete_hashes();
+        }
     }
 
     /// Rows stored as `!pending` whose hash arrived now name the hashed executable.
