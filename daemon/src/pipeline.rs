@@ -80,6 +80,7 @@ impl Pipeline {
             ("exe_mismatch", &c.exe_mismatch),
             ("cmdline_unreadable", &c.cmdline_unreadable),
             ("container_unresolved", &c.container_unresolved),
+            ("read_stalled", &c.read_stalled),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
