@@ -97,6 +97,7 @@ impl Pipeline {
             ("exe_mismatch", &c.exe_mismatch),
             ("cmdline_unreadable", &c.cmdline_unreadable),
             ("container_unresolved", &c.container_unresolved),
+            ("read_stalled", &c.read_stalled),
             ("hash_pending", &h.pending),
             ("hash_too_large", &h.too_large),
             ("hash_timeout", &h.timeout),

@@ -17,8 +17,39 @@ const WALK_LIMIT: usize = 20_000;
 /// (`cri-containerd-ID.scope`), CRI-O (`crio-ID.scope`), kubepods with cgroupfs (`/kubepods/…/podUID/ID`),
 /// systemd-nspawn and libvirt (`machine.slice/machine-NAME.scope`) and LXC (`lxc.payload.NAME`).
 /// System services are `unit:NAME` (`/system.slice/NAME.service`).
+///
+/// Below a user's systemd instance (`user@UID.service`) the user creates cgroups as they like, so
+/// nothing there may claim to be the system's container: what the subtree names is prefixed
+/// `user:UID:` (a rootless podman container is `user:1000:podman:ID`), unless a container above
+/// the user's instance already names it.
 pub fn classify(path: &str) -> String {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let Some((at, uid)) = parts
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| Some((i, user_instance(p)?)))
+    else {
+        return classify_parts(&parts);
+    };
+    let above = classify_parts(&parts[..at]);
+    if has_own_files(&above) {
+        return above;
+    }
+    match classify_parts(&parts[at + 1..]) {
+        below if below.is_empty() => String::new(),
+        below => format!("user:{uid}:{below}"),
+    }
+}
+
+/// The uid of a user's systemd instance cgroup (`user@UID.service`), whose subtree is delegated.
+fn user_instance(part: &str) -> Option<&str> {
+    part.strip_prefix("user@")?
+        .strip_suffix(".service")
+        .filter(|uid| !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `classify` of a path already split into its directories, trusting every one of them.
+fn classify_parts(parts: &[&str]) -> String {
     for (i, part) in parts.iter().enumerate().rev() {
         let scope = part.strip_suffix(".scope").unwrap_or(part);
         if let Some(id) = scope.strip_prefix("libpod-") {
@@ -58,7 +89,7 @@ pub fn classify(path: &str) -> String {
             return format!("machine:{}", unescape(name));
         }
     }
-    match parts.as_slice() {
+    match parts {
         ["system.slice", unit, ..] if unit.ends_with(".service") || unit.ends_with(".scope") => {
             format!("unit:{}", unescape(unit))
         }
@@ -69,7 +100,15 @@ pub fn classify(path: &str) -> String {
 /// Whether a container name names a separate filesystem (a container, not a host unit): its
 /// executables are known separately from the host's.
 pub fn has_own_files(container: &str) -> bool {
-    !container.is_empty() && !container.starts_with("unit:")
+    let own = without_user(container);
+    !own.is_empty() && !own.starts_with("unit:")
+}
+
+/// A name without its `user:UID:` prefix (what a user's subtree named itself).
+fn without_user(name: &str) -> &str {
+    name.strip_prefix("user:")
+        .and_then(|rest| rest.split_once(':'))
+        .map_or(name, |(_, own)| own)
 }
 
 /// Container ids: 12 to 64 lowercase hex digits.
@@ -217,8 +256,35 @@ mod tests {
             (format!("/machine.slice/libpod-conmon-{ID}.scope"), String::new()),
             (
                 format!("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"),
-                format!("podman:{ID}"),
+                format!("user:1000:podman:{ID}"),
             ),
+            // A user's delegated subtree cannot pose as the system's containers or units.
+            (
+                format!("/user.slice/user-1000.slice/user@1000.service/docker-{ID}.scope"),
+                format!("user:1000:docker:{ID}"),
+            ),
+            (
+                format!("/user.slice/user-1000.slice/user@1000.service/app.slice/docker/{ID}"),
+                format!("user:1000:docker:{ID}"),
+            ),
+            (
+                "/user.slice/user-1000.slice/user@1000.service/system.slice/sshd.service".into(),
+                "user:1000:unit:sshd.service".into(),
+            ),
+            (
+                "/user.slice/user-1000.slice/user@1000.service/machine.slice/machine-x.scope".into(),
+                "user:1000:machine:x".into(),
+            ),
+            ("/user.slice/user-1000.slice/user@1000.service/app.slice/a.service".into(), String::new()),
+            // Anywhere in the path, not only below /user.slice.
+            (format!("/x/user@0.service/docker-{ID}.scope"), format!("user:0:docker:{ID}")),
+            // A user inside a container is that container's.
+            (
+                format!("/system.slice/docker-{ID}.scope/user.slice/user@1000.service/libpod-{ID}.scope"),
+                format!("docker:{ID}"),
+            ),
+            // Not a user instance: no digits, or not a service.
+            (format!("/user@x.service/docker-{ID}.scope"), format!("docker:{ID}")),
             (format!("/system.slice/docker-{ID}.scope"), format!("docker:{ID}")),
             (format!("/docker/{ID}"), format!("docker:{ID}")),
             (
@@ -242,6 +308,8 @@ mod tests {
         }
         assert!(has_own_files("podman:ab"));
         assert!(!has_own_files("unit:nginx.service"));
+        assert!(has_own_files("user:1000:podman:ab"));
+        assert!(!has_own_files("user:1000:unit:nginx.service"));
         assert!(!has_own_files(""));
     }
 

@@ -1,5 +1,6 @@
 //! identity: pid → executable. Opens /proc/PID/exe as soon as a process is seen, checks it against
 //! the (dev, ino) the kernel reported, and keeps the fd so the binary can be hashed even after exit.
+pub mod bounded;
 pub mod container;
 pub mod exe_cache;
 pub mod fanotify;
@@ -7,6 +8,7 @@ pub mod hash_pool;
 pub mod procfs;
 
 use crate::model::{FileId, ProcEvent};
+use bounded::{Bounded, Stalled};
 use exe_cache::ExeCache;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +39,9 @@ pub struct Counters {
     pub cmdline_unreadable: AtomicU64,
     /// cgroups removed before their container could be named (rows are stored as the host's).
     pub container_unresolved: AtomicU64,
+    /// Reads of a user's path or a process's command line that missed their deadline (or were
+    /// refused while earlier ones were still blocked); each is also counted as what it lost.
+    pub read_stalled: AtomicU64,
 }
 
 struct Entry {
@@ -53,6 +58,10 @@ pub struct Identity {
     pub cache: ExeCache,
     containers: container::Containers,
     pub counters: Arc<Counters>,
+    /// Opens and stats of executables (a user's path may hang: FUSE).
+    files: Bounded,
+    /// Reads of /proc/PID/cmdline (a process's held or FUSE-backed memory may hang them).
+    cmdlines: Bounded,
 }
 
 impl Identity {
@@ -64,6 +73,8 @@ impl Identity {
             cache,
             containers: container::Containers::new(container::cgroup2_root()),
             counters: Arc::new(Counters::default()),
+            files: Bounded::new("executable open", bounded::DEADLINE, bounded::MAX_STUCK),
+            cmdlines: Bounded::new("command line read", bounded::DEADLINE, bounded::MAX_STUCK),
         }
     }
 
@@ -198,20 +209,11 @@ impl Identity {
                 ..Default::default()
             });
         }
+        let hint = hint.filter(|h| h.starts_with('/')).map(str::to_string);
         if let Some(cached) = self.cache.get(kexe) {
-            // A binary already held open: only what belongs to this process is read. The path is
-            // the one this process was started by (hard links keep their names) when it still
-            // names the same file.
-            let names_it =
-                |p: &String| procfs::file_id(p).is_ok_and(|id| self.cache.same_file(id, kexe));
-            let exe = procfs::exe_path(tgid)
-                .ok()
-                .filter(names_it)
-                .or_else(|| {
-                    hint.filter(|h| h.starts_with('/'))
-                        .map(str::to_string)
-                        .filter(names_it)
-                })
+            // A binary already held open: only what belongs to this process is read.
+            let exe = self
+                .name_of_cached(tgid, kexe, hint)
                 .unwrap_or_else(|| cached.path.clone());
             let cmdline = self.cmdline(tgid);
             return Arc::new(ProcRef {
@@ -222,16 +224,7 @@ impl Identity {
                 error: None,
             });
         }
-        let live = procfs::open_exe(tgid).ok().filter(|o| {
-            let same_file = self.cache.same_file(o.id, kexe);
-            let same_start = ticks == 0 || procfs::start_ticks(tgid).ok() == Some(ticks);
-            if !(same_file && same_start) {
-                tracing::debug!(tgid, path = %o.path, proc_file = ?o.id, kernel_file = ?kexe, same_start, "executable mismatch");
-                self.counters.exe_mismatch.fetch_add(1, Ordering::Relaxed);
-            }
-            same_file && same_start
-        });
-        if let Some(opened) = live {
+        if let Some(opened) = self.open_live(tgid, ticks, kexe) {
             let cmdline = self.cmdline(tgid);
             // The path this process was started by: hard links of one binary keep their names.
             let exe = opened.path.clone();
@@ -245,11 +238,7 @@ impl Identity {
             });
         }
         // The process is gone: the file it executed, if it is still the same inode.
-        let by_name = hint
-            .filter(|h| h.starts_with('/'))
-            .and_then(|h| procfs::open_path(h).ok())
-            .filter(|o| self.cache.same_file(o.id, kexe));
-        if let Some(opened) = by_name {
+        if let Some(opened) = hint.and_then(|h| self.open_by_name(h, kexe)) {
             let exe = opened.path.clone();
             self.cache.insert(opened);
             return Arc::new(ProcRef {
@@ -273,10 +262,77 @@ impl Identity {
         })
     }
 
-    /// The command line of a process; empty when it cannot be read. A process that already exited
-    /// has none left to read, which is not counted as a failure.
+    /// The path a process running a cached binary was started by (hard links keep their names):
+    /// /proc/PID/exe, else the exec file name, when it still names the kernel's file.
+    fn name_of_cached(&self, tgid: u32, kexe: FileId, hint: Option<String>) -> Option<String> {
+        let cache = self.cache.clone();
+        let found = self.files.run(move || {
+            let names_it =
+                |p: &String| procfs::file_id(p).is_ok_and(|id| cache.same_file(id, kexe));
+            procfs::exe_path(tgid)
+                .ok()
+                .filter(names_it)
+                .or_else(|| hint.filter(names_it))
+        });
+        self.stalled(found).flatten()
+    }
+
+    /// Opens /proc/PID/exe of a live process that still runs the kernel's file and started when
+    /// the kernel said (`ticks` 0: not known).
+    fn open_live(&self, tgid: u32, ticks: u64, kexe: FileId) -> Option<procfs::OpenedExe> {
+        let opened = self.files.run(move || {
+            let o = procfs::open_exe(tgid).ok()?;
+            let same_start = ticks == 0 || procfs::start_ticks(tgid).ok() == Some(ticks);
+            Some((o, same_start))
+        });
+        let (o, same_start) = self.stalled(opened).flatten()?;
+        let same_file = self.cache.same_file(o.id, kexe);
+        if !(same_file && same_start) {
+            tracing::debug!(tgid, path = %o.path, proc_file = ?o.id, kernel_file = ?kexe, same_start, "executable mismatch");
+            self.counters.exe_mismatch.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(o)
+    }
+
+    /// Opens the file an exited process executed by the name it was executed by, if that name
+    /// still names the kernel's (dev, ino); never blocking the loop (see `procfs::open_path`).
+    fn open_by_name(&self, hint: String, kexe: FileId) -> Option<procfs::OpenedExe> {
+        let cache = self.cache.clone();
+        let opened = self.files.run(move || {
+            procfs::open_path(&hint, |id| cache.same_file(id, kexe))
+                .map_err(|e| tracing::debug!(path = hint, "exec file name not opened: {e}"))
+                .ok()
+        });
+        self.stalled(opened).flatten()
+    }
+
+    /// The answer of a bounded read, or `None` counted and logged when it stalled.
+    fn stalled<T>(&self, r: Result<T, Stalled>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.counters.read_stalled.fetch_add(1, Ordering::Relaxed);
+                match e {
+                    Stalled::TooManyStuck { .. } => tracing::debug!("{e}"),
+                    _ => tracing::warn!("{e}; recorded without it"),
+                }
+                None
+            }
+        }
+    }
+
+    /// The command line of a process (capped, see `procfs::cmdline`); empty when it cannot be
+    /// read. A process that already exited has none left to read, which is not a failure.
     fn cmdline(&self, tgid: u32) -> String {
-        procfs::cmdline(tgid).unwrap_or_else(|e| {
+        let read = self.cmdlines.run(move || procfs::cmdline(tgid));
+        let Some(read) = self.stalled(read) else {
+            self.counters
+                .cmdline_unreadable
+                .fetch_add(1, Ordering::Relaxed);
+            return String::new();
+        };
+        read.unwrap_or_else(|e| {
             if e.kind() != std::io::ErrorKind::NotFound && e.raw_os_error() != Some(libc::ESRCH) {
                 self.counters
                     .cmdline_unreadable
