@@ -3,6 +3,7 @@
 mod api;
 mod data;
 mod describe;
+mod inert;
 mod log;
 mod virustotal;
 
@@ -48,6 +49,7 @@ pub struct Monitoring {
     pub conn_map_max_entries: u32,
     /// Unset: automatic (0 when a btrfs filesystem is mounted, all ones otherwise).
     pub st_dev_mask: Option<u64>,
+    /// LimitNOFILE= of the generated unit; unset: [`RLIMIT_NOFILE_DEFAULT`].
     pub rlimit_nofile: Option<u64>,
     /// Traffic hook set: "auto" (best the kernel allows), "tp_btf", "fexit" or "kprobe".
     pub hook_set: String,
@@ -56,6 +58,11 @@ pub struct Monitoring {
     /// A hash not finished after this long is given up (stored as `!timeout`).
     pub hash_timeout_seconds: u32,
 }
+
+/// LimitNOFILE= of the generated unit when `[monitoring] rlimit_nofile` is unset.
+pub const RLIMIT_NOFILE_DEFAULT: u64 = 65536;
+/// The most open files Linux allows a process (`fs.nr_open` at its ceiling).
+const RLIMIT_NOFILE_MAX: u64 = 1_073_741_816;
 
 impl Default for Monitoring {
     fn default() -> Self {
@@ -204,8 +211,6 @@ pub struct Loaded {
     pub data: DataAccess,
     /// The `[log]` ignore lists, parsed (applied by `filter.rs`).
     pub log_filters: LogFilters,
-    /// A `[database.remote]` table is configured (the daemon then talks to the network).
-    pub remote_database: bool,
 }
 
 /// Loads the config; a missing file at the default path means defaults, a missing `--config`
@@ -273,12 +278,16 @@ fn from_text(path: &Path, text: Option<&str>, names: Names) -> Result<Loaded, Co
     let log_filters = config.log.filters()?;
     config.virustotal.check()?;
     config.api.check(&mut warnings)?;
+    warnings.extend(inert::warnings(
+        &fig,
+        config.virustotal.enabled(),
+        remote_database,
+    ));
     Ok(Loaded {
         config,
         warnings,
         data,
         log_filters,
-        remote_database,
     })
 }
 
@@ -353,6 +362,15 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             &m.hash_timeout_seconds,
             "use 1 to 3600 seconds",
         );
+    }
+    if let Some(n) = c.monitoring.rlimit_nofile {
+        if !(1024..=RLIMIT_NOFILE_MAX).contains(&n) {
+            return bad(
+                "monitoring.rlimit_nofile",
+                &n,
+                "use 1024 to 1073741816 open files, or leave it unset for 65536",
+            );
+        }
     }
     let sets = ["auto", "tp_btf", "fexit", "kprobe"];
     if !sets.contains(&c.monitoring.hook_set.as_str()) {

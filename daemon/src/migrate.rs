@@ -169,7 +169,6 @@ fn key_of(k: &str) -> Option<(&'static str, &'static str)> {
         "DB text log" => ("database", "text_log"),
         "DB write limit (seconds)" => ("database", "write_limit_seconds"),
         "Desktop notifications" => ("desktop", "notifications"),
-        "GeoIP lookup" => ("desktop", "geoip_lookup"),
         "Every exe (not just conns)" => ("monitoring", "every_exe"),
         "Perf ring buffer (pages)" => ("monitoring", "perf_ring_buffer_pages"),
         "Set RLIMIT_NOFILE" => ("monitoring", "rlimit_nofile"),

@@ -26,7 +26,8 @@ pub const EXIT_CONFIG: u8 = 78;
 pub const EXIT_NOPERM: u8 = 77;
 pub const EXIT_UNAVAILABLE: u8 = 69;
 pub const EXIT_CANTCREAT: u8 = 73;
-/// Another daemon holds the pidfile.
+/// Another daemon holds the pidfile lock (listed in RestartPreventExitStatus too: only root can
+/// take that lock, so it is another daemon, and restarting cannot help).
 pub const EXIT_TEMPFAIL: u8 = 75;
 
 /// Logs why the daemon cannot run (journald or stderr, and error.log) and gives its status.
@@ -55,6 +56,14 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
         tracing::warn!("{w}");
     }
     let cfg = loaded.config;
+    // One daemon per state directory, decided before any eBPF program is loaded; held until the
+    // process exits.
+    let _pidfile = match PidFile::acquire(&paths.pidfile) {
+        Ok(p) => p,
+        Err(e @ PidFileError::Running { .. }) => return fatal(e, EXIT_TEMPFAIL),
+        Err(e) => return fatal(e, EXIT_CANTCREAT),
+    };
+    service::limits::raise_nofile();
     let opts = Options {
         totals_capacity: cfg.monitoring.conn_map_max_entries,
         // picosnitch's setting is pages per CPU; the ring buffer is shared by all CPUs.
@@ -103,12 +112,6 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
              (conn.log, notifications, the event feed and /metrics still get them)"
         );
     }
-    // One daemon per state directory; held until the process exits.
-    let _pidfile = match PidFile::acquire(&paths.pidfile) {
-        Ok(p) => p,
-        Err(e @ PidFileError::Running { .. }) => return fatal(e, EXIT_TEMPFAIL),
-        Err(e) => return fatal(e, EXIT_CANTCREAT),
-    };
     // The API's sockets: activated by picosnitch.socket, or bound here. The API server serves
     // them; until it starts they are held so that no activated socket is lost.
     let fallback = Fallback::new(&paths, &cfg.api, data.gid);

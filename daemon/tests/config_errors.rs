@@ -32,6 +32,11 @@ const BAD: &[(&str, &str)] = &[
         "monitoring.perf_ring_buffer_pages = 3 is not allowed: use a power of two",
     ),
     (
+        "[monitoring]\nrlimit_nofile = 0\n",
+        "monitoring.rlimit_nofile = 0 is not allowed: use 1024 to 1073741816 open files, or leave \
+         it unset for 65536",
+    ),
+    (
         "[log]\nignore_ips = [\"10.0.0.0/8\", \"192.168.1.0/33\"]\n",
         "log.ignore_ips[1] = \"192.168.1.0/33\" is not allowed: use an IPv4 or IPv6 address",
     ),
@@ -227,4 +232,47 @@ fn check_config_accepts_good_files_and_warns_about_unknown_keys() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Keys this version accepts but does not act on: check-config, the daemon and `systemd` each
+/// name them, and none of them opens the service's network.
+#[test]
+fn keys_that_do_nothing_say_so_and_open_no_network() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("etc/picosnitch");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.toml");
+    std::fs::write(
+        &cfg,
+        "[desktop]\nuser = \"alice\"\ngeoip_lookup = true\n\
+         [virustotal]\napi_key = \"0123456789abcdef0123456789abcdef\"\n\
+         [database.remote]\nurl = \"postgres://db.example/ps\"\n",
+    )
+    .unwrap();
+    let want = [
+        "picosnitch: warning: desktop.user has no effect: desktop notifications go to every \
+         logged-in user's session (desktop.notifications = false turns them off)",
+        "picosnitch: warning: desktop.geoip_lookup has no effect: countries are looked up in the \
+         databases that geoip.databases names",
+        "picosnitch: warning: virustotal.api_key has no effect: VirusTotal lookups do not exist \
+         in this version (nothing is sent, and the service unit keeps the network closed)",
+        "picosnitch: warning: [database.remote] has no effect: remote databases do not exist in \
+         this version (nothing is sent, and the service unit keeps the network closed)",
+    ];
+    let (code, out, err) = verb(root.path(), &["check-config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(err.lines().collect::<Vec<_>>(), want, "{err}");
+
+    let (code, out, err) = verb(root.path(), &["systemd"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for w in want {
+        assert!(err.contains(w), "systemd does not say {w:?}:\n{err}");
+    }
+    let unit =
+        std::fs::read_to_string(root.path().join("etc/systemd/system/picosnitch.service")).unwrap();
+    assert!(
+        unit.contains("\nPrivateNetwork=yes\nIPAddressDeny=any\nRestrictAddressFamilies=AF_UNIX\n"),
+        "{unit}"
+    );
+    assert!(!unit.contains("PrivateNetwork=no"), "{unit}");
 }

@@ -6,7 +6,7 @@ pub mod exelog;
 use crate::identity::container::has_own_files;
 use crate::model::{ExeIdent, Row};
 use crate::store::{Novelty, Store};
-use exelog::{local_time, ExeLog};
+use exelog::{escape, local_time, ExeLog};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -37,7 +37,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// The exe.log line, in picosnitch's format.
+    /// The exe.log line, in picosnitch's format, names escaped ([`exelog::escape`]).
     pub fn exe_log_line(&self, now: i64) -> String {
         let t = local_time(now);
         let level = match self.level {
@@ -45,16 +45,13 @@ impl Decision {
             2 => " (grandparent)",
             _ => "",
         };
-        let short = |h: &str| h.chars().take(16).collect::<String>();
+        let short = |h: &str| escape(h).chars().take(16).collect::<String>();
+        let (name, exe) = (escape(&self.name), escape(&self.exe));
         match self.kind {
-            Kind::NewExe => format!("{t} {} {} (new name, exe){level}", self.name, self.exe),
-            Kind::NewName => format!("{t} {} {} (new name){level}", self.name, self.exe),
-            Kind::NewHash => format!("{t} {} {} (new hash){level}", short(&self.sha256), self.exe),
-            Kind::Modified => format!(
-                "{t} {} {} (modified on disk)",
-                short(&self.sha256),
-                self.exe
-            ),
+            Kind::NewExe => format!("{t} {name} {exe} (new name, exe){level}"),
+            Kind::NewName => format!("{t} {name} {exe} (new name){level}"),
+            Kind::NewHash => format!("{t} {} {exe} (new hash){level}", short(&self.sha256)),
+            Kind::Modified => format!("{t} {} {exe} (modified on disk)", short(&self.sha256)),
         }
     }
 

@@ -7,6 +7,7 @@ use super::units::SERVICE;
 use crate::paths::{root_from_env, Paths};
 use crate::run::EXIT_CONFIG;
 use std::io::{Read, Seek};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -105,7 +106,10 @@ pub fn start(config: Option<PathBuf>) -> ExitCode {
 /// error.log meanwhile) and the exit status to return.
 fn daemonize(paths: &Paths, config: Option<&Path>) -> Result<u32, (String, u8)> {
     let fail = |m: String| (m, 1u8);
-    std::fs::create_dir_all(&paths.run_dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&paths.run_dir)
         .map_err(|e| fail(format!("cannot create {}: {e}", paths.run_dir.display())))?;
     let sock_path = paths
         .run_dir
@@ -198,25 +202,30 @@ fn log_since(path: &Path, from: u64) -> String {
     s.trim_end().to_string()
 }
 
-/// `picosnitch stop`: SIGTERM, then waits until everything is written and the daemon is gone.
+/// `picosnitch stop`: SIGTERM to the published pid once it is known to be picosnitch, then
+/// waits until everything is written and the daemon is gone. A pid that is not picosnitch is
+/// never signalled.
 pub fn stop() -> ExitCode {
     if systemd_in_use() {
         return systemctl("stop");
     }
     let paths = Paths::from_env();
-    let Some(pid) = pidfile::running(&paths.pidfile) else {
-        println!("picosnitch is not running");
-        return ExitCode::SUCCESS;
+    let pid = match pidfile::daemon(&paths.pidfile) {
+        Ok(Some(pid)) => pid,
+        Ok(None) => {
+            println!("picosnitch is not running");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("picosnitch: {e}: not signalled");
+            return ExitCode::FAILURE;
+        }
     };
     let Ok(pid_t) = i32::try_from(pid) else {
         eprintln!("picosnitch: bad pid {pid} in {}", paths.pidfile.display());
         return ExitCode::FAILURE;
     };
-    if pid_t <= 1 {
-        eprintln!("picosnitch: bad pid {pid} in {}", paths.pidfile.display());
-        return ExitCode::FAILURE;
-    }
-    // SAFETY: plain kill(2); the pid holds the pidfile lock, so it is the daemon.
+    // SAFETY: plain kill(2); the pid was just checked to be picosnitch.
     if unsafe { libc::kill(pid_t, libc::SIGTERM) } != 0 {
         eprintln!(
             "picosnitch: cannot signal pid {pid}: {}",
@@ -225,7 +234,7 @@ pub fn stop() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let t = Instant::now();
-    while pidfile::running(&paths.pidfile).is_some() {
+    while pidfile::running(&paths.pidfile) == Some(pid) {
         if t.elapsed() > STOP_TIMEOUT {
             eprintln!(
                 "picosnitch: pid {pid} still runs {} s after SIGTERM",

@@ -2,9 +2,11 @@
 //! status, systemd, check-config), what systemd hears (readiness, status, watchdog), the API's
 //! activated sockets, signals and the pidfile.
 pub mod control;
+pub mod limits;
 pub mod listen;
 pub mod manager;
 pub mod pidfile;
+pub mod procexe;
 pub mod report;
 pub mod signals;
 pub mod status;

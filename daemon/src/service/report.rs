@@ -1,6 +1,7 @@
-//! service::report: `picosnitch status`: whether the daemon runs (pidfile lock, systemd unit),
-//! its hook set and live counters, the losses recorded in the database by source, and the end of
-//! error.log. Exit status 0 when it runs, 3 when it does not (as LSB init scripts do).
+//! service::report: `picosnitch status`: whether the daemon runs (pidfile lock and a published
+//! pid that is picosnitch, systemd unit), its hook set and live counters, the losses recorded in
+//! the database by source, and the end of error.log. Exit status 0 when it runs, 3 when it does
+//! not (as LSB init scripts do).
 use super::control::systemd_in_use;
 use super::pidfile;
 use super::status::{human_bytes, Snapshot};
@@ -31,7 +32,10 @@ pub fn status() -> ExitCode {
 /// The report and whether the daemon runs.
 pub fn report(paths: &Paths) -> (String, bool) {
     let mut out = String::new();
-    let pid = pidfile::running(&paths.pidfile);
+    let (pid, untrusted) = match pidfile::daemon(&paths.pidfile) {
+        Ok(pid) => (pid, None),
+        Err(e) => (None, Some(e)),
+    };
     let unit = systemd_in_use().then(unit_state);
     let _ = writeln!(out, "picosnitch {}", env!("CARGO_PKG_VERSION"));
     match (pid, &unit) {
@@ -50,6 +54,9 @@ pub fn report(paths: &Paths) -> (String, bool) {
         (None, None) => {
             let _ = writeln!(out, "daemon:    not running");
         }
+    }
+    if let Some(e) = untrusted {
+        let _ = writeln!(out, "pidfile:   {e}");
     }
     if let Some(s) = pid.and(Snapshot::read(&paths.status)) {
         live(&mut out, &s);

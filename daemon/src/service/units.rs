@@ -1,17 +1,26 @@
 //! service::units: `picosnitch systemd`: writes a hardened `picosnitch.service` (Type=notify,
 //! watchdog, only the capabilities this configuration needs, read-only system, private network
-//! unless VirusTotal, a remote database or reverse DNS is configured) and `picosnitch.socket` (the API on
-//! the `[api] listen` address and /run/picosnitch/api.sock, each only when `[api]` turns it on).
+//! unless reverse DNS is configured, bounded memory, tasks and open files) and
+//! `picosnitch.socket` (the API on the `[api] listen` address and /run/picosnitch/api.sock, each
+//! only when `[api]` turns it on).
 use super::control::systemd_booted;
 use crate::config::Loaded;
+use crate::config::RLIMIT_NOFILE_DEFAULT;
 use crate::paths::Paths;
-use crate::run::{EXIT_CONFIG, EXIT_NOPERM, EXIT_UNAVAILABLE};
+use crate::run::{EXIT_CANTCREAT, EXIT_CONFIG, EXIT_NOPERM, EXIT_TEMPFAIL, EXIT_UNAVAILABLE};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 pub const SERVICE: &str = "picosnitch.service";
 pub const SOCKET: &str = "picosnitch.socket";
+/// MemoryMax= of the service: the daemon, its BPF maps (charged to its cgroup) and notification
+/// helpers; a few hundred MB under heavy traffic, so the kernel stops a leak long before the
+/// machine suffers.
+pub const MEMORY_MAX: &str = "1G";
+/// TasksMax= of the service: the daemon's threads (main loop, writer, runtime, API, hashing) and
+/// one notification helper per logged-in user at a time.
+pub const TASKS_MAX: u32 = 256;
 
 /// What the units are generated from.
 pub struct UnitInput<'a> {
@@ -58,9 +67,42 @@ pub fn capabilities(loaded: &Loaded) -> Vec<(&'static str, &'static str)> {
 }
 
 /// True when the daemon (or one of its helpers) needs the network (`[dns] reverse_dns` asks the
-/// system resolver).
+/// system resolver). `[virustotal]` and `[database.remote]` do not exist yet and open nothing.
 pub fn needs_network(loaded: &Loaded) -> bool {
-    loaded.config.virustotal.enabled() || loaded.remote_database || loaded.config.dns.reverse_dns
+    loaded.config.dns.reverse_dns
+}
+
+/// `arg` as one word of a systemd command line: as is when it is plain, otherwise in double
+/// quotes with C escapes for `\`, `"` and control characters; `%` and `$` are doubled (systemd
+/// would expand specifiers and variables).
+pub fn systemd_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@=".contains(&b));
+    if plain {
+        return arg.to_string();
+    }
+    let mut q = String::from("\"");
+    for c in arg.chars() {
+        match c {
+            '\\' => q.push_str("\\\\"),
+            '"' => q.push_str("\\\""),
+            '\n' => q.push_str("\\n"),
+            '\t' => q.push_str("\\t"),
+            '%' => q.push_str("%%"),
+            '$' => q.push_str("$$"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(q, "\\x{b:02x}");
+                }
+            }
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
 }
 
 fn under(exe: &Path, dirs: &[&str]) -> bool {
@@ -77,9 +119,12 @@ pub fn service_unit(i: &UnitInput) -> String {
     let sockets = has_sockets(&l.config.api);
     let caps = capabilities(l);
     let network = needs_network(l);
-    let mut exec = format!("{} start-no-daemon", i.exe.display());
+    let mut exec = format!(
+        "{} start-no-daemon",
+        systemd_quote(&i.exe.to_string_lossy())
+    );
     if let Some(c) = i.config {
-        let _ = write!(exec, " --config {}", c.display());
+        let _ = write!(exec, " --config {}", systemd_quote(&c.to_string_lossy()));
     }
     // A binary in a home directory must stay reachable; desktop notifications read /run/user.
     let home = if l.config.desktop.notifications || under(i.exe, &["/home", "/root", "/run/user"]) {
@@ -91,8 +136,8 @@ pub fn service_unit(i: &UnitInput) -> String {
     let _ = writeln!(
         u,
         "# Written by `picosnitch systemd`. [desktop] notifications, [data] owner/group,\n\
-         # [virustotal] api_key and [database.remote] decide the privileges below: run it again\n\
-         # after changing them.\n\
+         # [dns] reverse_dns and [monitoring] rlimit_nofile decide the privileges and limits\n\
+         # below: run it again after changing them.\n\
          [Unit]\n\
          Description=picosnitch: network traffic per executable"
     );
@@ -112,18 +157,25 @@ pub fn service_unit(i: &UnitInput) -> String {
          Restart=on-failure\n\
          RestartSec=5\n\
          # Invalid config ({EXIT_CONFIG}), missing privileges ({EXIT_NOPERM}), unsupported kernel \
-         ({EXIT_UNAVAILABLE}):\n\
-         # restarting cannot help.\n\
-         RestartPreventExitStatus={EXIT_UNAVAILABLE} {EXIT_NOPERM} {EXIT_CONFIG}\n\
+         ({EXIT_UNAVAILABLE}),\n\
+         # files that cannot be created ({EXIT_CANTCREAT}), another daemon ({EXIT_TEMPFAIL}): \
+         restarting cannot help.\n\
+         RestartPreventExitStatus={EXIT_UNAVAILABLE} {EXIT_CANTCREAT} {EXIT_TEMPFAIL} \
+         {EXIT_NOPERM} {EXIT_CONFIG}\n\
          WatchdogSec=30\n\
          TimeoutStartSec=90\n\
          TimeoutStopSec=60\n\
          Nice=-10\n\
-         LimitMEMLOCK=infinity"
+         LimitMEMLOCK=infinity\n\
+         # API connections and fanotify marks are open files ([monitoring] rlimit_nofile).\n\
+         LimitNOFILE={}\n\
+         MemoryMax={MEMORY_MAX}\n\
+         TasksMax={TASKS_MAX}",
+        l.config
+            .monitoring
+            .rlimit_nofile
+            .unwrap_or(RLIMIT_NOFILE_DEFAULT)
     );
-    if let Some(n) = l.config.monitoring.rlimit_nofile {
-        let _ = writeln!(u, "LimitNOFILE={n}");
-    }
     let _ = writeln!(
         u,
         "StateDirectory=picosnitch\n\
@@ -168,10 +220,17 @@ pub fn service_unit(i: &UnitInput) -> String {
          SystemCallErrorNumber=EPERM",
         names.join(" ")
     );
+    if l.config.desktop.notifications {
+        let _ = writeln!(
+            u,
+            "# The notification helper goes back to nice 0 (only ever lowering its priority).\n\
+             SystemCallFilter=setpriority"
+        );
+    }
     if network {
         let _ = writeln!(
             u,
-            "# VirusTotal, a remote database or reverse DNS: the network stays reachable.\n\
+            "# [dns] reverse_dns asks the system's resolver: the network stays reachable.\n\
              PrivateNetwork=no\n\
              RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"
         );
@@ -333,7 +392,6 @@ mod tests {
             warnings: Vec::new(),
             data,
             log_filters: LogFilters::default(),
-            remote_database: false,
         }
     }
 
@@ -368,7 +426,15 @@ mod tests {
              CAP_DAC_READ_SEARCH CAP_SETUID CAP_SETGID CAP_KILL\n"
         ));
         assert!(u.contains("PrivateNetwork=yes\n") && u.contains("ProtectHome=read-only\n"));
-        assert!(u.contains("RestartPreventExitStatus=69 77 78\n"));
+        assert!(
+            u.contains("RestartPreventExitStatus=69 73 75 77 78\n"),
+            "{u}"
+        );
+        assert!(
+            u.contains("\nLimitNOFILE=65536\nMemoryMax=1G\nTasksMax=256\n"),
+            "{u}"
+        );
+        assert!(u.contains("\nSystemCallFilter=setpriority\n"), "{u}");
 
         let mut c = Config::default();
         c.desktop.notifications = false;
@@ -390,7 +456,37 @@ mod tests {
             "CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_SYS_ADMIN CAP_SYS_PTRACE \
              CAP_DAC_READ_SEARCH CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE\n"
         ));
-        assert!(u.contains("PrivateNetwork=no\n") && u.contains("ProtectHome=yes\n"));
+        // VirusTotal does not exist yet: its key opens no network.
+        assert!(u.contains("PrivateNetwork=yes\n") && u.contains("ProtectHome=yes\n"));
+        assert!(!u.contains("setpriority"), "{u}");
+    }
+
+    #[test]
+    fn exec_start_quotes_what_systemd_would_split_or_expand() {
+        assert_eq!(
+            systemd_quote("/usr/local/bin/picosnitch"),
+            "/usr/local/bin/picosnitch"
+        );
+        assert_eq!(
+            systemd_quote("/opt/my tools/100%/$HOME/\"x\"\\y\n\x01"),
+            "\"/opt/my tools/100%%/$$HOME/\\\"x\\\"\\\\y\\n\\x01\""
+        );
+        let mut c = Config::default();
+        c.monitoring.rlimit_nofile = Some(4096);
+        let l = loaded(c, DataAccess::default());
+        let u = service_unit(&UnitInput {
+            exe: Path::new("/opt/a b/picosnitch"),
+            config: Some(Path::new("/etc/ps 1.toml")),
+            loaded: &l,
+            group: "root",
+        });
+        assert!(
+            u.contains(
+                "ExecStart=\"/opt/a b/picosnitch\" start-no-daemon --config \"/etc/ps 1.toml\"\n"
+            ),
+            "{u}"
+        );
+        assert!(u.contains("\nLimitNOFILE=4096\n"), "{u}");
     }
 
     #[test]

@@ -25,10 +25,11 @@ const STDERR_LIMIT: u64 = 8192;
 /// Sends `notices` to the session bus socket `bus` of user `uid` (primary group `gid`).
 ///
 /// Runs `exe notify-helper` with that user's credentials (supplementary groups from the user
-/// database, or none but `gid` when the uid has no entry), an environment holding only
-/// `DBUS_SESSION_BUS_ADDRESS` and `PATH`, cwd `/`, and the notices as JSON on stdin. Nothing is
-/// opened in the user's directories by this process. Fails on uid 0, on a helper that exits
-/// non-zero (with its stderr) and on one that takes longer than [`HELPER_TIMEOUT`].
+/// database, or none but `gid` when the uid has no entry), nice 0 and an ordinary locked-memory
+/// limit, an environment holding only `DBUS_SESSION_BUS_ADDRESS` and `PATH`, cwd `/`, and the
+/// notices as JSON on stdin. Nothing is opened in the user's directories by this process. Fails
+/// on uid 0, on a helper that exits non-zero (with its stderr) and on one that takes longer than
+/// [`HELPER_TIMEOUT`].
 pub fn send_as_user(
     exe: &Path,
     uid: u32,
@@ -55,7 +56,11 @@ pub fn send_as_user(
     // SAFETY: the closure runs between fork and exec and only makes raw system calls on memory
     // prepared before the fork (no allocation, no locks).
     unsafe {
-        command.pre_exec(move || become_user(uid, gid, &groups));
+        command.pre_exec(move || {
+            // Not the daemon's Nice=-10 nor its unlimited locked memory.
+            crate::service::limits::reset_for_helper()?;
+            become_user(uid, gid, &groups)
+        });
     }
     let spawn_error = |source| DesktopError::Spawn {
         exe: exe.display().to_string(),
