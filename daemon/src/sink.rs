@@ -144,6 +144,7 @@ impl Sink {
                         _ => {}
                     }
                     write_pending(&mut store, &mut pending, &mut losses, &stats2, &feed);
+                    store.maintain().into_iter().for_each(|w| feed.wal(w));
                     if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
                         last_retention = Some(Instant::now());
                         match store.retention(retention_days, now_unix()) {

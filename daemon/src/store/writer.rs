@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags};
 
-use super::{schema, to_i64, StoreError};
+use super::{health, schema, to_i64, wal, StoreError};
 use crate::model::{ExeIdent, Row};
+
+/// How long a write waits for another connection's lock before it fails (and is retried).
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Entries an id cache holds before it is emptied and refilled from the database.
 const CACHE_CAP: usize = 65_536;
@@ -105,6 +108,7 @@ pub struct Store {
     path: PathBuf,
     conn: Connection,
     caches: Caches,
+    pub(super) wal: wal::WalState,
 }
 
 /// Refuses `path` if it is a symbolic link; a missing path is fine (it will be created).
@@ -128,7 +132,29 @@ fn is_symlink_refusal(e: &rusqlite::Error) -> bool {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// Like [`Store::open`], but a corrupt database (failed `quick_check`, or SQLite calls the
+    /// file corrupt or not a database) is moved aside to `<path>.corrupt-<TIME>` with its -wal
+    /// and -shm files, both facts are logged as errors, and a new database is started at `path`.
+    pub fn open_or_replace(path: &Path) -> Result<Store, StoreError> {
+        match Store::open(path) {
+            Err(e) if e.is_corruption() => {
+                tracing::error!("{e}");
+                let aside = health::move_aside(path)?;
+                tracing::error!(
+                    "the corrupt database {} was moved to {} (with its -wal and -shm files); a \
+                     new, empty database is started at {}",
+                    path.display(),
+                    aside.display(),
+                    path.display()
+                );
+                Store::open(path)
+            }
+            r => r,
+        }
+    }
+
+    /// Opens (creating if needed) the database at `path`, checks it with `PRAGMA quick_check`
+    /// (a damaged one is [`StoreError::Corrupt`]) and brings its schema up to date.
     ///
     /// The parent directory is created with mode 0755 if missing. The database is refused if
     /// `path` is a symbolic link; SQLite is also opened with `SQLITE_OPEN_NOFOLLOW`, which refuses
@@ -168,7 +194,7 @@ impl Store {
                 source,
             }
         };
-        conn.busy_timeout(Duration::from_secs(5))
+        conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(pragma("busy_timeout"))?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
@@ -183,6 +209,9 @@ impl Store {
             .map_err(pragma("synchronous"))?;
         conn.pragma_update(None, "foreign_keys", "OFF")
             .map_err(pragma("foreign_keys"))?;
+        conn.pragma_update(None, "journal_size_limit", wal::JOURNAL_SIZE_LIMIT)
+            .map_err(pragma("journal_size_limit"))?;
+        health::quick_check(&conn, path)?;
         schema::migrate(&mut conn, path)?;
         Ok(Store {
             path: path.to_path_buf(),
@@ -193,6 +222,7 @@ impl Store {
                 domains: IdCache::new(CACHE_CAP),
                 containers: IdCache::new(CACHE_CAP),
             },
+            wal: wal::WalState::default(),
         })
     }
 
