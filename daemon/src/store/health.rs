@@ -20,7 +20,16 @@ pub(super) fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreErr
             st.query_map([], |r| r.get::<_, String>(0))?
                 .collect::<rusqlite::Result<Vec<String>>>()
         })
-        .map_err(StoreError::sql(path, "run PRAGMA quick_check"))?;
+        .map_err(|source| {
+            let e = StoreError::sql(path, "run PRAGMA quick_check")(source);
+            match &e {
+                StoreError::Sql { source, .. } if e.is_corruption() => StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    problems: source.to_string(),
+                },
+                _ => e,
+            }
+        })?;
     if problems.len() == 1 && problems[0] == "ok" {
         return Ok(());
     }
