@@ -7,6 +7,7 @@
 // The read side serves the tests today and the query commands of the CLI next.
 mod health;
 pub mod import;
+mod import_rows;
 mod known;
 #[cfg(test)]
 mod reader;

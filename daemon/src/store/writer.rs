@@ -18,6 +18,8 @@ pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Entries an id cache holds before it is emptied and refilled from the database.
 const CACHE_CAP: usize = 65_536;
+/// Bytes of keys an id cache holds before it is emptied (long command lines fill it sooner).
+const CACHE_BYTES: usize = 16 << 20;
 
 const INSERT_EXE: &str =
     "INSERT OR IGNORE INTO executables (exe, name, cmdline, sha256) VALUES (?1, ?2, ?3, ?4)";
@@ -43,6 +45,7 @@ struct IdCache<K> {
     map: HashMap<K, i64>,
     added: Vec<K>,
     cap: usize,
+    bytes: usize,
 }
 
 impl<K: Eq + Hash + Clone> IdCache<K> {
@@ -51,6 +54,7 @@ impl<K: Eq + Hash + Clone> IdCache<K> {
             map: HashMap::new(),
             added: Vec::new(),
             cap,
+            bytes: 0,
         }
     }
 
@@ -58,11 +62,14 @@ impl<K: Eq + Hash + Clone> IdCache<K> {
         self.map.get(key).copied()
     }
 
-    fn insert(&mut self, key: K, id: i64) {
-        if self.map.len() >= self.cap {
+    /// Remembers `key` (of `weight` bytes); a full cache (entries or bytes) is emptied first.
+    fn insert(&mut self, key: K, id: i64, weight: usize) {
+        if self.map.len() >= self.cap || self.bytes + weight > CACHE_BYTES {
             self.map.clear();
             self.added.clear();
+            self.bytes = 0;
         }
+        self.bytes += weight;
         self.added.push(key.clone());
         self.map.insert(key, id);
     }
@@ -426,7 +433,8 @@ fn intern_exe(
         conn.prepare_cached(SELECT_EXE)?
             .query_row(p, |r| r.get(0))?
     };
-    cache.insert(ident.clone(), id);
+    let weight = ident.exe.len() + ident.name.len() + ident.cmdline.len() + ident.sha256.len();
+    cache.insert(ident.clone(), id, weight);
     Ok(id)
 }
 
@@ -450,7 +458,7 @@ fn intern_text(
         conn.prepare_cached(select)?
             .query_row([value], |r| r.get(0))?
     };
-    cache.insert(value.to_owned(), id);
+    cache.insert(value.to_owned(), id, value.len());
     Ok(id)
 }
 
@@ -461,9 +469,9 @@ mod tests {
     #[test]
     fn id_cache_rollback_forgets_only_new_ids() {
         let mut c = IdCache::new(8);
-        c.insert("a".to_owned(), 1);
+        c.insert("a".to_owned(), 1, 1);
         c.commit();
-        c.insert("b".to_owned(), 2);
+        c.insert("b".to_owned(), 2, 1);
         c.rollback();
         assert_eq!(c.get(&"a".to_owned()), Some(1));
         assert_eq!(c.get(&"b".to_owned()), None);
@@ -473,7 +481,7 @@ mod tests {
     fn id_cache_is_bounded() {
         let mut c = IdCache::new(2);
         for (i, k) in ["a", "b", "c"].into_iter().enumerate() {
-            c.insert(k.to_owned(), i as i64);
+            c.insert(k.to_owned(), i as i64, 1);
             c.commit();
         }
         assert!(c.map.len() <= 2);
