@@ -70,7 +70,11 @@ fn probe_is_stored(db: &Path, exe: &Path, bytes: i64, within: Duration) -> Durat
     let t = Instant::now();
     loop {
         let rows = rows_for_exe(db, exe);
-        let sent: i64 = rows.iter().filter(|r| r.lport == lport).map(|r| r.send).sum();
+        let sent: i64 = rows
+            .iter()
+            .filter(|r| r.lport == lport)
+            .map(|r| r.send)
+            .sum();
         if sent == bytes {
             return t.elapsed();
         }
@@ -89,7 +93,10 @@ fn nobody_reads(path: &Path) -> (bool, String) {
         .arg(path)
         .output()
         .expect("runuser must be installed for this test");
-    (o.status.success(), String::from_utf8_lossy(&o.stderr).into())
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
 }
 
 #[test]
@@ -99,7 +106,10 @@ fn a_held_read_transaction_neither_stops_writes_nor_grows_the_log_for_ever() {
     let db = db_of(root.path());
     let dir = tempfile::tempdir().unwrap();
     let probe = copy_exe(&trafficgen(), dir.path(), "tg-db-pressure");
-    println!("first probe: {:?}", probe_is_stored(&db, &probe, 1001, SECS(5)));
+    println!(
+        "first probe: {:?}",
+        probe_is_stored(&db, &probe, 1001, SECS(5))
+    );
 
     // Other users cannot open the database at all: only the mode stands in their way (every
     // directory on the path is open to them, a 0644 file next to it is readable).
@@ -136,7 +146,10 @@ fn a_held_read_transaction_neither_stops_writes_nor_grows_the_log_for_ever() {
                 panic!("{why}\n{}", svc.log())
             });
         println!("probe {bytes} stored after {took:?}");
-        assert!(took <= SECS(4), "a write took {took:?} while the reader held on");
+        assert!(
+            took <= SECS(4),
+            "a write took {took:?} while the reader held on"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let wal_held = len(&wal_of(&db));
@@ -150,19 +163,30 @@ fn a_held_read_transaction_neither_stops_writes_nor_grows_the_log_for_ever() {
         "{log}"
     );
     let m = metrics(&svc);
-    assert!(metric(&m, "picosnitch_wal_checkpoints_blocked_total") >= 1, "{m}");
+    assert!(
+        metric(&m, "picosnitch_wal_checkpoints_blocked_total") >= 1,
+        "{m}"
+    );
     assert!(metric(&m, "picosnitch_wal_bytes") > 0, "{m}");
 
     // The reader lets go: the next checkpoint truncates the log.
     writeln!(stdin, "COMMIT;\n.quit").unwrap();
     drop(stdin);
     let mut out = String::new();
-    reader.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    reader
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     assert!(reader.wait().unwrap().success());
     assert!(out.starts_with("held|"), "{out}");
     svc.wait_log("was checkpointed and truncated to 0 bytes", SECS(35));
     let wal_after = len(&wal_of(&db));
-    assert!(wal_after < 1 << 20, "{wal_after} bytes after the checkpoint");
+    assert!(
+        wal_after < 1 << 20,
+        "{wal_after} bytes after the checkpoint"
+    );
     assert_eq!(metric(&metrics(&svc), "picosnitch_wal_bytes"), 0);
     println!("WAL: {wal_at_start} bytes, {wal_held} while held 45 s, {wal_after} after");
     probe_is_stored(&db, &probe, 9999, SECS(5));
@@ -181,9 +205,7 @@ fn connections_root_page(db: &Path) -> (u64, u64) {
             |r| r.get(0),
         )
         .unwrap();
-    let size: u64 = c
-        .query_row("PRAGMA page_size", [], |r| r.get(0))
-        .unwrap();
+    let size: u64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
     (page, size)
 }
 
@@ -213,7 +235,11 @@ fn a_corrupt_database_is_moved_aside_and_a_new_one_started() {
         ])
         .output()
         .expect("dd must be installed for this test");
-    assert!(dd.status.success(), "{}", String::from_utf8_lossy(&dd.stderr));
+    assert!(
+        dd.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dd.stderr)
+    );
     let corrupt_len = len(&db);
 
     let mut svc = start(root.path());
@@ -230,7 +256,10 @@ fn a_corrupt_database_is_moved_aside_and_a_new_one_started() {
     let aside = &aside[0];
     assert_eq!(len(aside), corrupt_len);
     for line in [
-        format!("ERROR database {} is corrupt (PRAGMA quick_check: ", db.display()),
+        format!(
+            "ERROR database {} is corrupt (PRAGMA quick_check: ",
+            db.display()
+        ),
         format!(
             "ERROR the corrupt database {} was moved to {} (with its -wal and -shm files); a \
              new, empty database is started at {}",

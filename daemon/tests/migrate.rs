@@ -362,7 +362,10 @@ fn migrate_peak_kb(root: &Path, args: &[&str]) -> u64 {
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     err.lines()
-        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes): "))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no peak RSS in\n{err}"))
 }

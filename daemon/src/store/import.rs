@@ -19,7 +19,6 @@ use super::schema::user_version;
 use super::Store;
 use crate::model::Row;
 
-
 /// Rows read and written per transaction (at most).
 pub const BATCH: usize = 5_000;
 /// Bytes of text read per transaction (at most; a batch always takes at least one row).
@@ -251,7 +250,10 @@ impl Source {
                     // The row after `last` holds a value over the limit: skip it.
                     drop(rows);
                     if let Some(id) = self.next_rowid(last)? {
-                        skip(id, &format!("a value is larger than {MAX_VALUE_BYTES} bytes"));
+                        skip(
+                            id,
+                            &format!("a value is larger than {MAX_VALUE_BYTES} bytes"),
+                        );
                         last = id;
                     }
                     return Ok((out, last));
@@ -360,4 +362,3 @@ fn v2_rows(conn: &Connection) -> String {
         netns = col("netns", "0"),
     )
 }
-

@@ -219,7 +219,10 @@ mod tests {
         assert_eq!(uid(&r, 0), Ok(UNKNOWN_UID));
         assert_eq!(text(&r, 0), Ok(String::new()));
         assert_eq!(port(&r, 0), Ok(-1));
-        assert_eq!(text(&r, 1), Err("column b holds a blob where text belongs".into()));
+        assert_eq!(
+            text(&r, 1),
+            Err("column b holds a blob where text belongs".into())
+        );
         assert_eq!(text(&r, 2), Err("column c is not valid UTF-8".into()));
         assert_eq!(
             int(&r, 3),
