@@ -174,7 +174,7 @@ mod tests {
         log.append("one").unwrap();
         log.append("two").unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "one\ntwo\n");
-        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o7777, 0o644);
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o7777, 0o640);
 
         let target = dir.path().join("victim");
         std::fs::write(&target, "mine").unwrap();

@@ -11,6 +11,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use toml::{Table, Value as Toml};
 
+/// Skipped rows named one by one on standard error (the rest are only counted).
+const SKIPS_NAMED: u64 = 20;
+
 /// Runs `migrate` over every source; the database and config paths default to the system's.
 pub fn run(sources: &[PathBuf], db: Option<PathBuf>, config_out: Option<PathBuf>) -> Result<()> {
     let paths = Paths::from_env();
@@ -80,15 +83,25 @@ fn import_db(src: &Path, db: &Path) -> Result<()> {
         Kind::V2 => "picosnitch 2",
     };
     bar.set_message(format!("importing {} ({name})", src.display()));
-    let n = import::import(&mut store, &source, &key, |done, total| {
+    let mut named = 0;
+    let progress = |done, total| {
         bar.set_length(total);
         bar.set_position(done);
-    })?;
+    };
+    let skip = |rowid: i64, problem: &str| {
+        named += 1;
+        if named <= SKIPS_NAMED {
+            bar.suspend(|| eprintln!("{}: row {rowid} skipped: {problem}", src.display()));
+        }
+    };
+    let n = import::import(&mut store, &source, &key, progress, skip)?;
     bar.finish_and_clear();
     eprintln!(
-        "{}: {n} rows imported into {} ({name})",
+        "{}: {} rows imported into {} ({name}), {} rows skipped",
         src.display(),
-        db.display()
+        n.written,
+        db.display(),
+        n.skipped
     );
     Ok(())
 }

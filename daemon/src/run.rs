@@ -144,7 +144,7 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
             None
         }
     };
-    let mut store = match Store::open(&paths.db) {
+    let mut store = match Store::open_or_replace(&paths.db) {
         Ok(s) => s,
         Err(e) => return fatal(e, EXIT_CANTCREAT),
     };

@@ -267,6 +267,11 @@ impl Writer {
                 _ => {}
             }
             self.write_pending();
+            if self.opts.db_enabled {
+                for w in self.store.maintain() {
+                    self.opts.feed.wal(w);
+                }
+            }
             for d in self.waiting.modified(&self.cache) {
                 self.notifier.report(&d, now_unix());
             }

@@ -238,3 +238,209 @@ fn files_that_are_not_picosnitch_data_are_refused() {
     assert!(stderr(&o).contains("retention_days"), "{}", stderr(&o));
     assert!(!root.path().join("etc/picosnitch/config.toml").exists());
 }
+
+/// A picosnitch 1 `snitch.db` whose `connections` is a view that never ends.
+fn recursive_view_v1(path: &Path) {
+    Connection::open(path)
+        .unwrap()
+        .execute_batch(
+            "CREATE VIEW connections AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL
+               SELECT n + 1 FROM r) SELECT '2022-03-01 10:00:00' AS contime, n AS send, n AS recv,
+               'x' AS exe, 'x' AS name, 'x' AS cmdline, 'x' AS sha256, 'x' AS pexe, 'x' AS pname,
+               'x' AS pcmdline, 'x' AS psha256, 0 AS uid, 1 AS lport, 2 AS rport, '' AS laddr,
+               '' AS raddr, '' AS domain FROM r;
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+}
+
+#[test]
+fn views_are_refused_at_once_instead_of_read_for_ever() {
+    let root = tempfile::tempdir().unwrap();
+    let v1 = root.path().join("snitch.db");
+    recursive_view_v1(&v1);
+    let v2 = root.path().join("view-picosnitch.db");
+    v2_db(&v2, 3);
+    Connection::open(&v2)
+        .unwrap()
+        .execute_batch(
+            "DROP TABLE addresses; CREATE VIEW addresses AS WITH RECURSIVE r(n) AS (SELECT 0
+               UNION ALL SELECT n + 1 FROM r) SELECT n AS id, '::1' AS addr FROM r;",
+        )
+        .unwrap();
+    for (db, name) in [(&v1, "connections"), (&v2, "addresses")] {
+        let t = std::time::Instant::now();
+        let o = migrate(root.path(), &[db.to_str().unwrap()]);
+        assert!(!o.status.success());
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        let want = format!(
+            "picosnitch migrate: {}: {name} is a view, not a table; refusing to read it \
+             (picosnitch 1 and 2 wrote plain tables only)",
+            db.display()
+        );
+        assert_eq!(stderr(&o).trim_end(), want);
+    }
+}
+
+#[test]
+fn bad_rows_are_skipped_counted_and_named_and_null_stays_unknown() {
+    let root = tempfile::tempdir().unwrap();
+    let v2 = root.path().join("hostile-picosnitch.db");
+    v2_db(&v2, 5); // rowids 1..=5: good rows
+    Connection::open(&v2)
+        .unwrap()
+        .execute_batch(
+            "INSERT INTO executables VALUES (3, '/usr/bin/blob', 'blob', x'00ff', 'ee'),
+               (4, '/usr/bin/null', 'null', 'null', 'ff');
+             INSERT INTO addresses VALUES (3, CAST(x'c3ff' AS TEXT));
+             INSERT INTO connections (rowid, contime, send, recv, events, exe_id, pexe_id, uid,
+               lport, rport, laddr_id, raddr_id, domain_id)
+             VALUES (6, 1700000100, 1, 1, 1, 3, 0, 1000, 1, 2, 0, 0, 0),
+               (7, 1700000100, 1, 1, 1, 1, 0, 1000, 1, 2, 0, 3, 0),
+               (8, 1700000100, 'many', 1, 1, 1, 0, 1000, 1, 2, 0, 0, 0),
+               (9, NULL, 1, 1, 1, 1, 0, 1000, 1, 2, 0, 0, 0),
+               (10, 1700000200, NULL, 5, NULL, 4, 0, NULL, NULL, NULL, 0, 0, 0);",
+        )
+        .unwrap();
+    let v1 = root.path().join("snitch.db");
+    v1_db(&v1, 2);
+    Connection::open(&v1)
+        .unwrap()
+        .execute_batch(
+            "INSERT INTO connections (rowid, contime, send, recv, exe, uid)
+             VALUES (3, 'yesterday', 1, 1, '/usr/bin/v1bad', 0),
+               (4, '2022-03-01 11:00:00', 9, 9, '/usr/bin/v1null', NULL);",
+        )
+        .unwrap();
+    let o = migrate(root.path(), &[v2.to_str().unwrap(), v1.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let (p2, p1) = (v2.display(), v1.display());
+    for line in [
+        format!("{p2}: row 6 skipped: column e_cmdline holds a blob where text belongs"),
+        format!("{p2}: row 7 skipped: column raddr is not valid UTF-8"),
+        format!("{p2}: row 8 skipped: column send holds text where a whole number belongs"),
+        format!("{p2}: row 9 skipped: column contime is NULL: the row has no time"),
+        format!("{p2}: 6 rows imported into "),
+        format!(" (picosnitch 2), 4 rows skipped"),
+        format!("{p1}: row 3 skipped: column contime is not 'YYYY-MM-DD HH:MM:SS': \"yesterday\""),
+        format!(" (picosnitch 1), 1 rows skipped"),
+    ] {
+        assert!(err.contains(&line), "no {line:?} in\n{err}");
+    }
+    let db = root.path().join("var/lib/picosnitch/picosnitch.db");
+    let c = Connection::open(&db).unwrap();
+    let unknown = |exe: &str| -> (i64, i64, i64, i64, i64) {
+        c.query_row(
+            "SELECT c.uid, c.lport, c.send, c.recv, c.events FROM connections c
+             JOIN executables e ON e.id = c.exe_id WHERE e.exe = ?1",
+            [exe],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap()
+    };
+    // NULL uid is (uid_t) -1, never root; NULL port -1; NULL bytes 0; NULL events 1.
+    assert_eq!(unknown("/usr/bin/null"), (4_294_967_295, -1, 0, 5, 1));
+    assert_eq!(unknown("/usr/bin/v1null").0, 4_294_967_295);
+    // A resumed import does not meet the bad rows again.
+    let o = migrate(root.path(), &[v2.to_str().unwrap(), v1.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("skipped:"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("0 rows imported"), "{}", stderr(&o));
+}
+
+/// Peak resident memory of `picosnitch migrate ARGS` in kB, from `/usr/bin/time -v`.
+fn migrate_peak_kb(root: &Path, args: &[&str]) -> u64 {
+    let o = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(BIN)
+        .arg("migrate")
+        .args(args)
+        .env("PICOSNITCH_ROOT", root)
+        .output()
+        .expect("/usr/bin/time must be installed for this test");
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    err.lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in\n{err}"))
+}
+
+#[test]
+fn two_megabyte_command_lines_stream_in_bounded_memory() {
+    const MB2: i64 = 2 << 20;
+    let root = tempfile::tempdir().unwrap();
+    // picosnitch 1: 100 rows, each with its own 2 MB command line (and its parent's).
+    let v1 = root.path().join("snitch.db");
+    v1_db(&v1, 0);
+    Connection::open(&v1)
+        .unwrap()
+        .execute(
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 100)
+             INSERT INTO connections SELECT '2022-03-01 10:00:00', n, n, '/usr/bin/big1', 'big1',
+               printf('%d', n) || hex(zeroblob(?1 / 2)), 'aa', '/usr/bin/bash', 'bash',
+               printf('%d', n) || hex(zeroblob(?1 / 2)), 'bb', 1000, 1, 2, '', '', '' FROM r",
+            [MB2],
+        )
+        .unwrap();
+    // picosnitch 2: 1,000 rows naming two executables with 2 MB command lines.
+    let v2 = root.path().join("big-picosnitch.db");
+    v2_db(&v2, 0);
+    let c = Connection::open(&v2).unwrap();
+    c.execute(
+        "UPDATE executables SET cmdline = cmdline || hex(zeroblob(?1 / 2)) WHERE id > 0",
+        [MB2],
+    )
+    .unwrap();
+    c.execute_batch(
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 1000)
+         INSERT INTO connections SELECT 1700000000 + n, n, 7, 2, 1, 2, 0, 1000, 10, 6, 50000, 80,
+           1, 2, 1, 4026531840 FROM r;",
+    )
+    .unwrap();
+    drop(c);
+    let peak1 = migrate_peak_kb(root.path(), &[v1.to_str().unwrap()]);
+    let peak2 = migrate_peak_kb(root.path(), &[v2.to_str().unwrap()]);
+    println!("peak RSS: picosnitch 1 source {peak1} kB, picosnitch 2 source {peak2} kB");
+    let db = root.path().join("var/lib/picosnitch/picosnitch.db");
+    assert_eq!(totals(&db, "/usr/bin/big1").0, 100);
+    assert_eq!(totals(&db, "/usr/bin/wget").0, 1000);
+    for peak in [peak1, peak2] {
+        assert!(peak < 250_000, "peak RSS {peak} kB");
+    }
+}
+
+#[test]
+fn a_statement_that_runs_too_long_is_stopped() {
+    let root = tempfile::tempdir().unwrap();
+    let v1 = root.path().join("slow-snitch.db");
+    let c = Connection::open(&v1).unwrap();
+    // Every row's command line costs tens of milliseconds to compute.
+    c.execute_batch(
+        "CREATE TABLE connections (contime text, send integer, recv integer, exe text, name text,
+         cmdline text AS (length(hex(zeroblob(30000000))) || name), sha256 text, pexe text,
+         pname text, pcmdline text, psha256 text, uid integer, lport integer, rport integer,
+         laddr text, raddr text, domain text);
+         PRAGMA user_version = 3;
+         WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 20000)
+         INSERT INTO connections (contime, send, recv, exe, name) SELECT '2022-03-01 10:00:00',
+           1, 1, '/usr/bin/slow', 'slow' FROM r;",
+    )
+    .unwrap();
+    drop(c);
+    let t = std::time::Instant::now();
+    let o = migrate(root.path(), &[v1.to_str().unwrap()]);
+    let took = t.elapsed();
+    assert!(!o.status.success(), "took {took:?}: {}", stderr(&o));
+    assert!(took < std::time::Duration::from_secs(45), "{took:?}");
+    let want = format!(
+        "picosnitch migrate: {}: reading a connection row took longer than 30 s and was stopped \
+         (a damaged or hostile database?)",
+        v1.display()
+    );
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+}

@@ -154,6 +154,11 @@ impl Feed {
     }
 
     /// Writing a window failed (it is kept and retried).
+    /// What a checkpoint of the write-ahead log found (for /metrics).
+    pub fn wal(&self, report: crate::store::WalReport) {
+        self.inner.metrics.wal(report.bytes, report.blocked);
+    }
+
     pub fn write_failed(&self) {
         self.inner.metrics.write_failed();
     }

@@ -26,6 +26,10 @@ pub struct Snapshot {
     /// Count of window writes per bucket (not cumulative), the last one for "+Inf".
     pub latency_buckets: [u64; BUCKETS.len() + 1],
     pub latency_sum: f64,
+    /// Size of the database's write-ahead log at the last checkpoint, in bytes.
+    pub wal_bytes: u64,
+    /// Checkpoints that could not shrink the write-ahead log (a reader held a transaction).
+    pub wal_blocked: u64,
 }
 
 #[derive(Default)]
@@ -71,6 +75,14 @@ impl Metrics {
     pub fn write_failed(&self) {
         if let Ok(mut s) = self.state.lock() {
             s.write_failures += 1;
+        }
+    }
+
+    /// What the last checkpoint of the write-ahead log found.
+    pub fn wal(&self, bytes: u64, blocked: bool) {
+        if let Ok(mut s) = self.state.lock() {
+            s.wal_bytes = bytes;
+            s.wal_blocked += u64::from(blocked);
         }
     }
 
@@ -203,10 +215,22 @@ pub fn render(s: &Snapshot, info: &Info, subscribers: usize, now: i64) -> String
             s.write_failures,
             "Failed window writes (each is kept and retried).",
         ),
+        (
+            "picosnitch_wal_checkpoints_blocked_total",
+            s.wal_blocked,
+            "Checkpoints that could not shrink the write-ahead log (a reader held a transaction).",
+        ),
     ] {
         head(&mut o, name, "counter", help);
         let _ = writeln!(o, "{name} {v}");
     }
+    head(
+        &mut o,
+        "picosnitch_wal_bytes",
+        "gauge",
+        "Size of the database's write-ahead log at the last checkpoint.",
+    );
+    let _ = writeln!(o, "picosnitch_wal_bytes {}", s.wal_bytes);
     let h = "picosnitch_window_write_seconds";
     head(
         &mut o,

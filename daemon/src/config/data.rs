@@ -11,7 +11,7 @@ pub struct Data {
     pub owner: String,
     /// Group name (or numeric gid) of the data files; also the group of the API's unix socket.
     pub group: String,
-    /// Octal permission bits of the data files, as a string ("0644").
+    /// Octal permission bits of the data files, as a string ("0640": the owner and the group only).
     pub mode: String,
 }
 
@@ -20,7 +20,7 @@ impl Default for Data {
         Data {
             owner: "root".into(),
             group: "root".into(),
-            mode: "0644".into(),
+            mode: "0640".into(),
         }
     }
 }
@@ -38,7 +38,7 @@ impl Default for DataAccess {
         DataAccess {
             uid: 0,
             gid: 0,
-            mode: 0o644,
+            mode: 0o640,
         }
     }
 }

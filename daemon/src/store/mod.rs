@@ -5,11 +5,14 @@
 //! picosnitch 2 did; `connections` rows reference them by id.
 
 // The read side serves the tests today and the query commands of the CLI next.
+mod health;
 pub mod import;
+mod import_rows;
 mod known;
 #[cfg(test)]
 mod reader;
 mod schema;
+mod wal;
 mod writer;
 
 #[cfg(test)]
@@ -23,6 +26,7 @@ pub use known::Novelty;
 pub use reader::{losses, meta, rows, StoredLoss, StoredRow};
 #[cfg(test)]
 pub use schema::schema_version;
+pub use wal::WalReport;
 pub use writer::Store;
 
 /// Everything that can go wrong in the store; every variant names the database path.
@@ -69,6 +73,14 @@ pub enum StoreError {
         version: u32,
         source: rusqlite::Error,
     },
+    #[error("database {path} is corrupt (PRAGMA quick_check: {problems})")]
+    Corrupt { path: PathBuf, problems: String },
+    #[error("cannot move the corrupt database {path} aside to {to}: {source}")]
+    MoveAside {
+        path: PathBuf,
+        to: PathBuf,
+        source: io::Error,
+    },
     #[error("database {path}: cannot {what}: {source}")]
     Sql {
         path: PathBuf,
@@ -78,6 +90,25 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether this error means the database file itself is damaged (a failed quick_check, or
+    /// SQLite's SQLITE_CORRUPT / SQLITE_NOTADB on any step of opening it).
+    pub fn is_corruption(&self) -> bool {
+        let code = |e: &rusqlite::Error| {
+            matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+            )
+        };
+        match self {
+            StoreError::Corrupt { .. } => true,
+            StoreError::Open { source, .. }
+            | StoreError::Pragma { source, .. }
+            | StoreError::Migrate { source, .. }
+            | StoreError::Sql { source, .. } => code(source),
+            _ => false,
+        }
+    }
+
     /// Wraps a SQLite error from `what` on the database at `path`.
     fn sql(path: impl Into<PathBuf>, what: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {
         let path = path.into();

@@ -20,7 +20,7 @@ fn ident(exe: &str, sha: &str) -> Arc<ExeIdent> {
     })
 }
 
-fn row(contime: i64, exe: &str, raddr: &str, domain: &str) -> Row {
+pub(super) fn row(contime: i64, exe: &str, raddr: &str, domain: &str) -> Row {
     Row {
         contime,
         key: RowKey {

@@ -10,11 +10,16 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags};
 
-use super::{schema, to_i64, StoreError};
+use super::{health, schema, to_i64, wal, StoreError};
 use crate::model::{ExeIdent, Row};
+
+/// How long a write waits for another connection's lock before it fails (and is retried).
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Entries an id cache holds before it is emptied and refilled from the database.
 const CACHE_CAP: usize = 65_536;
+/// Bytes of keys an id cache holds before it is emptied (long command lines fill it sooner).
+const CACHE_BYTES: usize = 16 << 20;
 
 const INSERT_EXE: &str =
     "INSERT OR IGNORE INTO executables (exe, name, cmdline, sha256) VALUES (?1, ?2, ?3, ?4)";
@@ -40,6 +45,7 @@ struct IdCache<K> {
     map: HashMap<K, i64>,
     added: Vec<K>,
     cap: usize,
+    bytes: usize,
 }
 
 impl<K: Eq + Hash + Clone> IdCache<K> {
@@ -48,6 +54,7 @@ impl<K: Eq + Hash + Clone> IdCache<K> {
             map: HashMap::new(),
             added: Vec::new(),
             cap,
+            bytes: 0,
         }
     }
 
@@ -55,11 +62,14 @@ impl<K: Eq + Hash + Clone> IdCache<K> {
         self.map.get(key).copied()
     }
 
-    fn insert(&mut self, key: K, id: i64) {
-        if self.map.len() >= self.cap {
+    /// Remembers `key` (of `weight` bytes); a full cache (entries or bytes) is emptied first.
+    fn insert(&mut self, key: K, id: i64, weight: usize) {
+        if self.map.len() >= self.cap || self.bytes + weight > CACHE_BYTES {
             self.map.clear();
             self.added.clear();
+            self.bytes = 0;
         }
+        self.bytes += weight;
         self.added.push(key.clone());
         self.map.insert(key, id);
     }
@@ -105,6 +115,7 @@ pub struct Store {
     path: PathBuf,
     conn: Connection,
     caches: Caches,
+    pub(super) wal: wal::WalState,
 }
 
 /// Refuses `path` if it is a symbolic link; a missing path is fine (it will be created).
@@ -128,7 +139,29 @@ fn is_symlink_refusal(e: &rusqlite::Error) -> bool {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// Like [`Store::open`], but a corrupt database (failed `quick_check`, or SQLite calls the
+    /// file corrupt or not a database) is moved aside to `<path>.corrupt-<TIME>` with its -wal
+    /// and -shm files, both facts are logged as errors, and a new database is started at `path`.
+    pub fn open_or_replace(path: &Path) -> Result<Store, StoreError> {
+        match Store::open(path) {
+            Err(e) if e.is_corruption() => {
+                tracing::error!("{e}");
+                let aside = health::move_aside(path)?;
+                tracing::error!(
+                    "the corrupt database {} was moved to {} (with its -wal and -shm files); a \
+                     new, empty database is started at {}",
+                    path.display(),
+                    aside.display(),
+                    path.display()
+                );
+                Store::open(path)
+            }
+            r => r,
+        }
+    }
+
+    /// Opens (creating if needed) the database at `path`, checks it with `PRAGMA quick_check`
+    /// (a damaged one is [`StoreError::Corrupt`]) and brings its schema up to date.
     ///
     /// The parent directory is created with mode 0755 if missing. The database is refused if
     /// `path` is a symbolic link; SQLite is also opened with `SQLITE_OPEN_NOFOLLOW`, which refuses
@@ -168,7 +201,7 @@ impl Store {
                 source,
             }
         };
-        conn.busy_timeout(Duration::from_secs(5))
+        conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(pragma("busy_timeout"))?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
@@ -183,6 +216,9 @@ impl Store {
             .map_err(pragma("synchronous"))?;
         conn.pragma_update(None, "foreign_keys", "OFF")
             .map_err(pragma("foreign_keys"))?;
+        conn.pragma_update(None, "journal_size_limit", wal::JOURNAL_SIZE_LIMIT)
+            .map_err(pragma("journal_size_limit"))?;
+        health::quick_check(&conn, path)?;
         schema::migrate(&mut conn, path)?;
         Ok(Store {
             path: path.to_path_buf(),
@@ -193,6 +229,7 @@ impl Store {
                 domains: IdCache::new(CACHE_CAP),
                 containers: IdCache::new(CACHE_CAP),
             },
+            wal: wal::WalState::default(),
         })
     }
 
@@ -437,7 +474,8 @@ fn intern_exe(
         conn.prepare_cached(SELECT_EXE)?
             .query_row(p, |r| r.get(0))?
     };
-    cache.insert(ident.clone(), id);
+    let weight = ident.exe.len() + ident.name.len() + ident.cmdline.len() + ident.sha256.len();
+    cache.insert(ident.clone(), id, weight);
     Ok(id)
 }
 
@@ -461,7 +499,7 @@ fn intern_text(
         conn.prepare_cached(select)?
             .query_row([value], |r| r.get(0))?
     };
-    cache.insert(value.to_owned(), id);
+    cache.insert(value.to_owned(), id, value.len());
     Ok(id)
 }
 
@@ -472,9 +510,9 @@ mod tests {
     #[test]
     fn id_cache_rollback_forgets_only_new_ids() {
         let mut c = IdCache::new(8);
-        c.insert("a".to_owned(), 1);
+        c.insert("a".to_owned(), 1, 1);
         c.commit();
-        c.insert("b".to_owned(), 2);
+        c.insert("b".to_owned(), 2, 1);
         c.rollback();
         assert_eq!(c.get(&"a".to_owned()), Some(1));
         assert_eq!(c.get(&"b".to_owned()), None);
@@ -484,7 +522,7 @@ mod tests {
     fn id_cache_is_bounded() {
         let mut c = IdCache::new(2);
         for (i, k) in ["a", "b", "c"].into_iter().enumerate() {
-            c.insert(k.to_owned(), i as i64);
+            c.insert(k.to_owned(), i as i64, 1);
             c.commit();
         }
         assert!(c.map.len() <= 2);
