@@ -83,6 +83,8 @@ mod tests {
             "the answer would be larger than 1 MiB; narrow the query (a shorter range, fewer \
              dimensions, filters or a lower limit)"
         );
-        Budget::unlimited().row(&[Value::Text("x".repeat(1000))]).unwrap();
+        Budget::unlimited()
+            .row(&[Value::Text("x".repeat(1000))])
+            .unwrap();
     }
 }

@@ -125,9 +125,13 @@ impl Reader {
         );
         let result = f(&conn);
         conn.progress_handler(0, None::<fn() -> bool>);
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < CONCURRENT {
-                idle.push(conn);
+        // A connection whose query failed is closed rather than reused: its statement may
+        // have been left mid-way, with temporary files and a read snapshot of its own.
+        if result.is_ok() {
+            if let Ok(mut idle) = self.idle.lock() {
+                if idle.len() < CONCURRENT {
+                    idle.push(conn);
+                }
             }
         }
         match result {
@@ -210,7 +214,10 @@ mod tests {
         let e = reader.run(|_| Ok(())).await.unwrap_err();
         assert_eq!(
             e.to_string(),
-            format!("{} queries are already running or waiting; try again later", CONCURRENT + QUEUED)
+            format!(
+                "{} queries are already running or waiting; try again later",
+                CONCURRENT + QUEUED
+            )
         );
         // Each round of CONCURRENT queries passes the gate together.
         let rounds = (CONCURRENT + QUEUED) / CONCURRENT;

@@ -147,6 +147,8 @@ impl Drop for Server {
 /// The routers of each kind of listener, from the same routes.
 pub fn routers(app: Router) -> (Router, Router) {
     let unix = app.layer(axum::middleware::from_fn(super::origin::check));
-    let tcp = unix.clone().layer(axum::middleware::from_fn(super::host::check));
+    let tcp = unix
+        .clone()
+        .layer(axum::middleware::from_fn(super::host::check));
     (tcp, unix)
 }

@@ -12,7 +12,11 @@ use axum::response::{IntoResponse, Response};
 /// Why the request is refused, if it is.
 pub fn refusal(headers: &HeaderMap) -> Option<String> {
     let text = |v: &axum::http::HeaderValue| -> String {
-        v.to_str().unwrap_or("(not text)").chars().take(64).collect()
+        v.to_str()
+            .unwrap_or("(not text)")
+            .chars()
+            .take(64)
+            .collect()
     };
     if let Some(site) = headers.get("sec-fetch-site") {
         let site = text(site);
@@ -64,25 +68,49 @@ mod tests {
         for ok in [
             &[][..],
             &[("host", "127.0.0.1:5100")],
-            &[("sec-fetch-site", "same-origin"), ("host", "localhost:5100")],
+            &[
+                ("sec-fetch-site", "same-origin"),
+                ("host", "localhost:5100"),
+            ],
             &[("sec-fetch-site", "none")],
-            &[("origin", "http://localhost:5100"), ("host", "LOCALHOST:5100")],
+            &[
+                ("origin", "http://localhost:5100"),
+                ("host", "LOCALHOST:5100"),
+            ],
         ] {
             assert_eq!(refusal(&headers(ok)), None, "{ok:?}");
         }
         for (bad, why) in [
-            (&[("sec-fetch-site", "cross-site")][..], "Sec-Fetch-Site: cross-site"),
-            (&[("sec-fetch-site", "same-site")], "Sec-Fetch-Site: same-site"),
             (
-                &[("origin", "http://evil.example"), ("host", "127.0.0.1:5100")],
+                &[("sec-fetch-site", "cross-site")][..],
+                "Sec-Fetch-Site: cross-site",
+            ),
+            (
+                &[("sec-fetch-site", "same-site")],
+                "Sec-Fetch-Site: same-site",
+            ),
+            (
+                &[
+                    ("origin", "http://evil.example"),
+                    ("host", "127.0.0.1:5100"),
+                ],
                 "Origin: http://evil.example",
             ),
             (
-                &[("origin", "http://localhost:8080"), ("host", "localhost:5100")],
+                &[
+                    ("origin", "http://localhost:8080"),
+                    ("host", "localhost:5100"),
+                ],
                 "Origin: http://localhost:8080",
             ),
-            (&[("origin", "null"), ("host", "localhost:5100")], "Origin: null"),
-            (&[("origin", "http://localhost:5100")], "Origin: http://localhost:5100"),
+            (
+                &[("origin", "null"), ("host", "localhost:5100")],
+                "Origin: null",
+            ),
+            (
+                &[("origin", "http://localhost:5100")],
+                "Origin: http://localhost:5100",
+            ),
         ] {
             let r = refusal(&headers(bad)).unwrap_or_else(|| panic!("{bad:?} passed"));
             assert!(r.contains(why), "{r}");

@@ -75,7 +75,9 @@ const ALL: Range = Range {
 #[test]
 fn aggregates_sum_exactly() {
     let (_d, c) = db();
-    let out = agg(&["exe"], &[], ALL, Order::Bytes).run(&c, None, &mut crate::api::budget::Budget::answer()).unwrap();
+    let out = agg(&["exe"], &[], ALL, Order::Bytes)
+        .run(&c, None, &mut crate::api::budget::Budget::answer())
+        .unwrap();
     let rows = out["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0]["exe"], "/usr/bin/curl");
@@ -113,7 +115,9 @@ fn aggregates_sum_exactly() {
     // A limit cuts and says so.
     let mut q = agg(&["raddr"], &[], ALL, Order::Bytes);
     q.limit = 1;
-    let out = q.run(&c, None, &mut crate::api::budget::Budget::answer()).unwrap();
+    let out = q
+        .run(&c, None, &mut crate::api::budget::Budget::answer())
+        .unwrap();
     assert_eq!(out["rows"].as_array().unwrap().len(), 1);
     assert_eq!(out["truncated"], true);
 }
@@ -158,7 +162,9 @@ fn distinct_values() {
         filters: vec![Filter::new(find("exe").unwrap(), "/usr/bin/curl").unwrap()],
         limit: 10,
     };
-    let out = q.run(&c, None, &mut crate::api::budget::Budget::answer()).unwrap();
+    let out = q
+        .run(&c, None, &mut crate::api::budget::Budget::answer())
+        .unwrap();
     assert_eq!(out["values"], serde_json::json!(["1.1.1.1", "8.8.8.8"]));
     let q = Distinct {
         dim: find("lport").unwrap(),
@@ -166,7 +172,11 @@ fn distinct_values() {
         filters: vec![],
         limit: 10,
     };
-    assert_eq!(q.run(&c, None, &mut crate::api::budget::Budget::answer()).unwrap()["values"], serde_json::json!([1]));
+    assert_eq!(
+        q.run(&c, None, &mut crate::api::budget::Budget::answer())
+            .unwrap()["values"],
+        serde_json::json!([1])
+    );
 }
 
 #[test]
