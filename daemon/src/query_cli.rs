@@ -59,7 +59,13 @@ pub fn run(a: Args) -> Result<()> {
     geo::require(&agg.by, geo.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let db = a.rows.db();
     let conn = crate::api::db::open(&db)?;
-    let out = agg.run(&conn, geo.as_ref()).context("query failed")?;
+    let out = agg
+        .run(
+            &conn,
+            geo.as_ref(),
+            &mut crate::api::budget::Budget::unlimited(),
+        )
+        .context("query failed")?;
     let mut columns: Vec<String> = Vec::new();
     for d in &agg.by {
         let extra = if geo.is_some() {

@@ -9,6 +9,8 @@ use tokio::sync::Semaphore;
 
 /// Queries running at the same time; more wait their turn (the machine may have 2 cores).
 const CONCURRENT: usize = 4;
+/// Queries waiting for their turn; past them, a query is refused at once.
+pub const QUEUED: usize = 32;
 /// SQLite virtual machine steps between two checks of the deadline.
 const CHECK_EVERY_STEPS: i32 = 10_000;
 
@@ -28,6 +30,8 @@ pub enum QueryError {
     /// The answer would be too large to build; the text says what to narrow.
     #[error("{0}")]
     TooLarge(String),
+    #[error("{0} queries are already running or waiting; try again later")]
+    Busy(usize),
 }
 
 /// A small pool of read-only connections to the database at `path`.
@@ -35,6 +39,8 @@ pub struct Reader {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     permits: Semaphore,
+    /// Queries running or waiting: at most CONCURRENT + QUEUED.
+    admitted: Semaphore,
     timeout: Duration,
 }
 
@@ -66,18 +72,24 @@ impl Reader {
             path,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(CONCURRENT),
+            admitted: Semaphore::new(CONCURRENT + QUEUED),
             timeout,
         }
     }
 
     /// Runs `f` on a read-only connection in the blocking pool. SQLite stops it (and `run`
     /// returns [`QueryError::Timeout`]) once it has run for longer than the timeout, or when the
-    /// future of `run` is dropped.
+    /// future of `run` is dropped. With CONCURRENT queries running and QUEUED waiting, it
+    /// returns [`QueryError::Busy`] at once.
     pub async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T, QueryError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, QueryError> + Send + 'static,
     {
+        let _admitted = self
+            .admitted
+            .try_acquire()
+            .map_err(|_| QueryError::Busy(CONCURRENT + QUEUED))?;
         let _permit = self
             .permits
             .acquire()
@@ -113,9 +125,13 @@ impl Reader {
         );
         let result = f(&conn);
         conn.progress_handler(0, None::<fn() -> bool>);
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < CONCURRENT {
-                idle.push(conn);
+        // A connection whose query failed is closed rather than reused: its statement may
+        // have been left mid-way, with temporary files and a read snapshot of its own.
+        if result.is_ok() {
+            if let Ok(mut idle) = self.idle.lock() {
+                if idle.len() < CONCURRENT {
+                    idle.push(conn);
+                }
             }
         }
         match result {
@@ -171,6 +187,47 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_queries_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        drop(crate::store::Store::open(&path).unwrap());
+        let reader = Arc::new(Reader::new(path, Duration::from_secs(30)));
+        let gate = Arc::new(std::sync::Barrier::new(CONCURRENT + 1));
+        let mut held = Vec::new();
+        for _ in 0..CONCURRENT + QUEUED {
+            let (r, g) = (reader.clone(), gate.clone());
+            held.push(tokio::spawn(async move {
+                r.run(move |_| {
+                    g.wait();
+                    Ok(())
+                })
+                .await
+            }));
+        }
+        // Wait until the first CONCURRENT run and the others wait for a permit.
+        while reader.admitted.available_permits() > 0 || reader.permits.available_permits() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let e = reader.run(|_| Ok(())).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} queries are already running or waiting; try again later",
+                CONCURRENT + QUEUED
+            )
+        );
+        // Each round of CONCURRENT queries passes the gate together.
+        let rounds = (CONCURRENT + QUEUED) / CONCURRENT;
+        let g = gate.clone();
+        let opener = std::thread::spawn(move || (0..rounds).for_each(|_| drop(g.wait())));
+        for h in held {
+            h.await.unwrap().unwrap();
+        }
+        opener.join().unwrap();
+        reader.run(|_| Ok(())).await.unwrap();
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! exe.rs: the drill-down of one executable, chosen by path or by sha256: its paths, names and
 //! hashes, when it was first and last seen (known_executables), and its totals, top peers,
 //! domains, parents, users, containers, command lines and (with GeoIP) countries in a time range.
+use super::budget::Budget;
 use super::db::QueryError;
 use super::dims::find;
 use super::params::{Filter, Range};
@@ -103,7 +104,8 @@ pub fn drill(
         dim,
         value: rusqlite::types::Value::Text(sel.value().to_owned()),
     };
-    let top = |by: &[&str], limit: u32| -> Result<Json, QueryError> {
+    let mut budget = Budget::answer();
+    let mut top = |by: &[&str], limit: u32| -> Result<Json, QueryError> {
         let q = Aggregate {
             by: by
                 .iter()
@@ -114,7 +116,7 @@ pub fn drill(
             order: Order::Bytes,
             limit,
         };
-        q.run(conn, geo)
+        q.run(conn, geo, &mut budget)
     };
     let totals = top(&[], 1)?["rows"][0].clone();
     let mut out = Map::new();

@@ -1,6 +1,7 @@
 //! geo.rs: GeoIP in query answers: rows with a remote address say what the databases know of it
 //! (`"geo": {...}`), and the `country` and `asn` dimensions regroup the sums by remote address
 //! into sums by what the databases say of each address.
+use super::budget::Budget;
 use super::db::QueryError;
 use super::dims::{self, Dim, GeoKey};
 use super::params::BadRequest;
@@ -57,6 +58,7 @@ pub fn grouped(
     agg: &Aggregate,
     conn: &Connection,
     lookup: Option<&Lookup>,
+    budget: &mut Budget,
 ) -> Result<(Vec<Json>, bool), QueryError> {
     let raddr = dims::find("raddr").expect("raddr is a dimension");
     let mut by: Vec<_> = agg.by.iter().copied().filter(|d| d.geo.is_none()).collect();
@@ -70,7 +72,7 @@ pub fn grouped(
         order: Order::Key,
         limit: MAX_GEO_GROUPS,
     };
-    let (rows, truncated) = inner.fetch(conn)?;
+    let (rows, truncated) = inner.fetch(conn, budget)?;
     if truncated {
         return Err(QueryError::TooLarge(format!(
             "grouping by {} looks up more than {MAX_GEO_GROUPS} groups of remote addresses; \

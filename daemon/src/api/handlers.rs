@@ -1,5 +1,6 @@
 //! handlers.rs: the JSON endpoints and /metrics: parameters checked first (400 naming the
 //! problem), then one query on a read-only connection, answered as JSON or Prometheus text.
+use super::budget::Budget;
 use super::exe::{self, Selector};
 use super::params::{BadRequest, Extra, Params};
 use super::query::{self, Aggregate, Distinct};
@@ -30,7 +31,7 @@ pub async fn aggregate(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -
     });
     let mut out = st
         .reader
-        .run(move |c| agg.run(c, lookup.as_deref()))
+        .run(move |c| agg.run(c, lookup.as_deref(), &mut Budget::answer()))
         .await?;
     merge(&mut out, head);
     Ok(Json(out))
@@ -52,7 +53,10 @@ pub async fn distinct(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) ->
     let head = json!({ "from": d.range.from, "to": d.range.to, "dim": d.dim.name });
     let lookup = st.geo.get();
     geo::require(&[d.dim], lookup.as_deref())?;
-    let mut out = st.reader.run(move |c| d.run(c, lookup.as_deref())).await?;
+    let mut out = st
+        .reader
+        .run(move |c| d.run(c, lookup.as_deref(), &mut Budget::answer()))
+        .await?;
     merge(&mut out, head);
     Ok(Json(out))
 }

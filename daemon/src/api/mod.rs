@@ -1,15 +1,20 @@
 //! api: the read-only HTTP API of the query side (JSON endpoints, the live event feed and
 //! /metrics), served on TCP and unix listeners from read-only database connections.
 //!
-//! - `listen.rs`: serving the listeners `service::listen` hands over.
-//! - `host.rs`: Host header check on loopback TCP listeners (DNS rebinding).
+//! - `listen.rs`, `serve.rs`, `conns.rs`: accepting and serving connections, a bounded number per
+//!   listener, each with a header deadline.
+//! - `peer.rs`: who may use the unix socket (SO_PEERCRED, SO_PEERGROUPS).
+//! - `host.rs`, `origin.rs`: Host check on TCP listeners (DNS rebinding), cross-site refusal.
 //! - `params.rs`, `dims.rs`: query-string checking and the dimension whitelist.
 //! - `query.rs`, `exe.rs`: parameterised SQL for aggregates, distinct values, losses, drill-down.
 //! - `export.rs`: every row of a range, resolved and streamed (`picosnitch export`).
-//! - `db.rs`: read-only connections in the blocking pool, bounded in time.
+//! - `db.rs`: read-only connections in the blocking pool, bounded in time and in waiting queries.
+//! - `budget.rs`: the bytes an answer may take while it is built.
 //! - `feed.rs`, `events.rs`: what the writer publishes after each commit, and its live feed.
 //! - `geo.rs`: what the GeoIP databases say of remote addresses, and grouping by it.
 //! - `metrics.rs`, `status.rs`: counters and facts, as Prometheus text and as JSON.
+pub mod budget;
+mod conns;
 pub mod db;
 mod dims;
 mod events;
@@ -21,8 +26,11 @@ mod handlers;
 mod host;
 mod listen;
 mod metrics;
+mod origin;
 pub mod params;
+mod peer;
 pub mod query;
+mod serve;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -86,7 +94,9 @@ impl From<BadRequest> for Problem {
 impl From<QueryError> for Problem {
     fn from(e: QueryError) -> Problem {
         let status = match e {
-            QueryError::Timeout(_) | QueryError::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
+            QueryError::Timeout(_) | QueryError::Cancelled | QueryError::Busy(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             QueryError::TooLarge(_) => StatusCode::BAD_REQUEST,
             QueryError::Open { .. } | QueryError::Sql(_) => {
                 tracing::error!("API query failed: {e}");
@@ -97,7 +107,8 @@ impl From<QueryError> for Problem {
     }
 }
 
-/// The routes, without and with the Host check.
+/// The routes of TCP listeners (cross-site refusal and Host check) and of unix ones (cross-site
+/// refusal).
 fn routers(state: Arc<ApiState>) -> (Router, Router) {
     let app = Router::new()
         .route("/api/v1/aggregate", get(handlers::aggregate))
@@ -109,8 +120,7 @@ fn routers(state: Arc<ApiState>) -> (Router, Router) {
         .route("/metrics", get(handlers::metrics))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state);
-    let checked = app.clone().layer(axum::middleware::from_fn(host::check));
-    (app, checked)
+    listen::routers(app)
 }
 
 /// Serves the API on `listeners` from read-only connections to the database at `db`, with the
@@ -128,6 +138,6 @@ pub fn start(
         info,
         geo,
     });
-    let (app, checked) = routers(state);
-    Server::start(listeners, app, checked)
+    let (tcp, unix) = routers(state);
+    Server::start(listeners, tcp, unix)
 }

@@ -1,6 +1,7 @@
 //! query.rs: builds and runs the parameterised SQL of the aggregate, distinct and losses queries.
 //! SQL text comes only from the dimension whitelist and fixed fragments; every value from a
 //! request is a bound parameter.
+use super::budget::Budget;
 use super::db::QueryError;
 use super::dims::{self, Dim};
 use super::params::{BadRequest, Extra, Filter, Params, Range};
@@ -134,12 +135,17 @@ impl Aggregate {
 
     /// Runs the query: `{"rows": [...], "truncated": bool}`. With `geo`, rows grouped by the
     /// remote address say what the databases know of it, and the `country` and `asn`
-    /// dimensions can be used.
-    pub fn run(&self, conn: &Connection, geo: Option<&Lookup>) -> Result<Json, QueryError> {
+    /// dimensions can be used. Rows are charged to `budget`.
+    pub fn run(
+        &self,
+        conn: &Connection,
+        geo: Option<&Lookup>,
+        budget: &mut Budget,
+    ) -> Result<Json, QueryError> {
         let (mut rows, truncated) = if self.by.iter().any(|d| d.geo.is_some()) {
-            super::geo::grouped(self, conn, geo)?
+            super::geo::grouped(self, conn, geo, budget)?
         } else {
-            self.fetch(conn)?
+            self.fetch(conn, budget)?
         };
         if let Some(lookup) = geo {
             super::geo::annotate(&mut rows, lookup);
@@ -148,8 +154,12 @@ impl Aggregate {
     }
 
     /// The rows of the SQL query (each `{dim: value, …, "send", "recv", "events", "rows"}`) and
-    /// whether there were more than `limit`.
-    pub fn fetch(&self, conn: &Connection) -> rusqlite::Result<(Vec<Json>, bool)> {
+    /// whether there were more than `limit`; each row is charged to `budget` before it is kept.
+    pub fn fetch(
+        &self,
+        conn: &Connection,
+        budget: &mut Budget,
+    ) -> Result<(Vec<Json>, bool), QueryError> {
         let sql = self.sql();
         let mut st = conn.prepare(&sql.text)?;
         let n = self.by.len();
@@ -161,9 +171,13 @@ impl Aggregate {
                 truncated = true;
                 break;
             }
+            let values = (0..n)
+                .map(|i| r.get::<_, Value>(i))
+                .collect::<rusqlite::Result<Vec<Value>>>()?;
+            budget.row(&values)?;
             let mut obj = Map::new();
-            for (i, d) in self.by.iter().enumerate() {
-                obj.insert(d.name.to_owned(), to_json(r.get::<_, Value>(i)?));
+            for (d, v) in self.by.iter().zip(values) {
+                obj.insert(d.name.to_owned(), to_json(v));
             }
             let sum = |i: usize| -> rusqlite::Result<i64> {
                 Ok(r.get::<_, Option<i64>>(i)?.unwrap_or_default())
@@ -205,8 +219,13 @@ impl Distinct {
     }
 
     /// `{"values": [...], "truncated": bool}`; the values of a GeoIP dimension are those of the
-    /// remote addresses in the range, looked up in `geo`.
-    pub fn run(&self, conn: &Connection, geo: Option<&Lookup>) -> Result<Json, QueryError> {
+    /// remote addresses in the range, looked up in `geo`. Values are charged to `budget`.
+    pub fn run(
+        &self,
+        conn: &Connection,
+        geo: Option<&Lookup>,
+        budget: &mut Budget,
+    ) -> Result<Json, QueryError> {
         if self.dim.geo.is_some() {
             let agg = Aggregate {
                 by: vec![self.dim],
@@ -215,17 +234,19 @@ impl Distinct {
                 order: Order::Key,
                 limit: self.limit,
             };
-            let (rows, truncated) = super::geo::grouped(&agg, conn, geo)?;
+            let (rows, truncated) = super::geo::grouped(&agg, conn, geo, budget)?;
             let values: Vec<Json> = rows.iter().map(|r| r[self.dim.name].clone()).collect();
             return Ok(json!({ "values": values, "truncated": truncated }));
         }
         let sql = self.sql();
         let mut st = conn.prepare(&sql.text)?;
-        let mut values: Vec<Json> = st
-            .query_map(rusqlite::params_from_iter(sql.params.iter()), |r| {
-                r.get::<_, Value>(0).map(to_json)
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+        let mut rows = st.query(rusqlite::params_from_iter(sql.params.iter()))?;
+        let mut values: Vec<Json> = Vec::new();
+        while let Some(r) = rows.next()? {
+            let v = r.get::<_, Value>(0)?;
+            budget.value(&v)?;
+            values.push(to_json(v));
+        }
         let truncated = values.len() > self.limit as usize;
         values.truncate(self.limit as usize);
         Ok(json!({ "values": values, "truncated": truncated }))

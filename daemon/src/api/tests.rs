@@ -75,7 +75,9 @@ const ALL: Range = Range {
 #[test]
 fn aggregates_sum_exactly() {
     let (_d, c) = db();
-    let out = agg(&["exe"], &[], ALL, Order::Bytes).run(&c, None).unwrap();
+    let out = agg(&["exe"], &[], ALL, Order::Bytes)
+        .run(&c, None, &mut crate::api::budget::Budget::answer())
+        .unwrap();
     let rows = out["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0]["exe"], "/usr/bin/curl");
@@ -92,7 +94,7 @@ fn aggregates_sum_exactly() {
         Range { from: 0, to: 2000 },
         Order::Key,
     )
-    .run(&c, None)
+    .run(&c, None, &mut crate::api::budget::Budget::answer())
     .unwrap();
     let rows = out["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
@@ -100,20 +102,22 @@ fn aggregates_sum_exactly() {
     assert_eq!(rows[0]["send"], 10);
     // Hours, integers stay integers.
     let out = agg(&["hour", "uid"], &[], ALL, Order::Key)
-        .run(&c, None)
+        .run(&c, None, &mut crate::api::budget::Budget::answer())
         .unwrap();
     assert_eq!(out["rows"][0]["hour"], 0);
     assert_eq!(out["rows"][1]["hour"], 3600);
     assert_eq!(out["rows"][1]["send"], 40);
     // Totals of nothing are zeros.
     let out = agg(&[], &[], Range { from: 0, to: 1 }, Order::Bytes)
-        .run(&c, None)
+        .run(&c, None, &mut crate::api::budget::Budget::answer())
         .unwrap();
     assert_eq!(out["rows"][0]["send"], 0);
     // A limit cuts and says so.
     let mut q = agg(&["raddr"], &[], ALL, Order::Bytes);
     q.limit = 1;
-    let out = q.run(&c, None).unwrap();
+    let out = q
+        .run(&c, None, &mut crate::api::budget::Budget::answer())
+        .unwrap();
     assert_eq!(out["rows"].as_array().unwrap().len(), 1);
     assert_eq!(out["truncated"], true);
 }
@@ -127,12 +131,12 @@ fn injection_strings_are_values() {
         ALL,
         Order::Bytes,
     )
-    .run(&c, None)
+    .run(&c, None, &mut crate::api::budget::Budget::answer())
     .unwrap();
     assert_eq!(out["rows"].as_array().unwrap().len(), 0);
     // The path that looks like an injection is found as itself, and only it.
     let out = agg(&["exe"], &[("exe", "/bin/x' OR '1'='1")], ALL, Order::Bytes)
-        .run(&c, None)
+        .run(&c, None, &mut crate::api::budget::Budget::answer())
         .unwrap();
     assert_eq!(out["rows"].as_array().unwrap().len(), 1);
     assert_eq!(out["rows"][0]["send"], 7);
@@ -158,7 +162,9 @@ fn distinct_values() {
         filters: vec![Filter::new(find("exe").unwrap(), "/usr/bin/curl").unwrap()],
         limit: 10,
     };
-    let out = q.run(&c, None).unwrap();
+    let out = q
+        .run(&c, None, &mut crate::api::budget::Budget::answer())
+        .unwrap();
     assert_eq!(out["values"], serde_json::json!(["1.1.1.1", "8.8.8.8"]));
     let q = Distinct {
         dim: find("lport").unwrap(),
@@ -166,7 +172,11 @@ fn distinct_values() {
         filters: vec![],
         limit: 10,
     };
-    assert_eq!(q.run(&c, None).unwrap()["values"], serde_json::json!([1]));
+    assert_eq!(
+        q.run(&c, None, &mut crate::api::budget::Budget::answer())
+            .unwrap()["values"],
+        serde_json::json!([1])
+    );
 }
 
 #[test]

@@ -56,6 +56,8 @@ pub struct Listeners {
     pub activated: bool,
     /// The socket file bound by the daemon, removed when this is dropped.
     pub socket_file: Option<SocketFile>,
+    /// The group (`[data] group`) whose members, besides root, may use the unix sockets.
+    pub unix_group: u32,
 }
 
 impl Listeners {
@@ -126,6 +128,7 @@ pub fn listeners(fallback: &Fallback) -> Result<Listeners, ServiceError> {
     if !fds.is_empty() {
         let mut out = Listeners {
             activated: true,
+            unix_group: fallback.unix_gid,
             ..Listeners::default()
         };
         for (fd, name) in fds {
@@ -191,7 +194,10 @@ fn adopt(fd: OwnedFd, name: &str, out: &mut Listeners) -> Result<(), ServiceErro
 }
 
 fn bind(fallback: &Fallback) -> Listeners {
-    let mut out = Listeners::default();
+    let mut out = Listeners {
+        unix_group: fallback.unix_gid,
+        ..Listeners::default()
+    };
     if let Some(addr) = fallback.tcp {
         match TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
             Ok(l) => out.tcp.push(l),
