@@ -26,6 +26,8 @@ pub struct Snapshot {
     /// Count of window writes per bucket (not cumulative), the last one for "+Inf".
     pub latency_buckets: [u64; BUCKETS.len() + 1],
     pub latency_sum: f64,
+    /// DNS events that are not losses (queries seen, answers refused, …), by event.
+    pub dns: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -65,6 +67,15 @@ impl Metrics {
         if let Ok(mut s) = self.state.lock() {
             let n = s.losses.entry(source.to_owned()).or_default();
             *n = n.saturating_add(count);
+        }
+    }
+
+    /// The DNS side's running totals (the main loop sets them after every drain).
+    pub fn set_dns(&self, counters: &[(&str, u64)]) {
+        if let Ok(mut s) = self.state.lock() {
+            for (k, v) in counters {
+                s.dns.insert((*k).to_owned(), *v);
+            }
         }
     }
 
@@ -206,6 +217,19 @@ pub fn render(s: &Snapshot, info: &Info, subscribers: usize, now: i64) -> String
     ] {
         head(&mut o, name, "counter", help);
         let _ = writeln!(o, "{name} {v}");
+    }
+    head(
+        &mut o,
+        "picosnitch_dns_events_total",
+        "counter",
+        "DNS queries seen and answers taken or refused (unsolicited: no query waited for them).",
+    );
+    for (event, n) in &s.dns {
+        let _ = writeln!(
+            o,
+            "picosnitch_dns_events_total{{event=\"{}\"}} {n}",
+            label(event)
+        );
     }
     let h = "picosnitch_window_write_seconds";
     head(

@@ -117,6 +117,8 @@ pub const STAT_NAMES: [&str; 13] = [
     "dns_unsolicited",
     "dns_queries",
 ];
+/// The slot of `dns_unsolicited`: answers the kernel refused (not a loss).
+pub const STAT_DNS_UNSOLICITED: usize = 11;
 /// The slot of `recursion_misses`, filled from the programs' info rather than the stats map.
 pub const STAT_RECURSION_MISSES: usize = 7;
 /// Counters that mean data was lost (the others count activity).
