@@ -74,6 +74,12 @@ static __always_inline __u32 dns_sock_netns(struct __sk_buff *skb, enum dns_netn
 
 /* Records a query that leaves (`query`) or checks that an answer answers one; false when the
  * packet is not to be copied. `server` points at the server's address in the packet. */
+/* 127.0.0.11, where Docker's embedded resolver answers containers. */
+static __always_inline bool dns_docker(const __u8 *a)
+{
+	return a[0] == 127 && a[1] == 0 && a[2] == 0 && a[3] == 11;
+}
+
 static __always_inline bool dns_match(struct __sk_buff *skb, bool query, __u32 netns, __u8 proto,
 				      __u16 family, __u16 lport, __u8 *server, __u32 off, __u32 len)
 {
@@ -144,8 +150,11 @@ static __always_inline int dns_packet(struct __sk_buff *skb, enum dns_netns how,
 	__u8 *th = data + l4;
 	if ((void *)(th + 8) > end)
 		return 1;
-	/* An answer comes from port 53; a query goes to it. */
-	if (query ? (th[2] != 0 || th[3] != DNS_PORT) : (th[0] != 0 || th[1] != DNS_PORT))
+	/* An answer comes from port 53; a query goes to it, or to Docker's embedded resolver, which
+	 * a DNAT in the container's namespace has already moved to another port here (its answers
+	 * reach the socket from port 53 again). */
+	if (query ? (th[2] != 0 || th[3] != DNS_PORT) && !(family == AF_INET && dns_docker(ip + 16))
+		  : (th[0] != 0 || th[1] != DNS_PORT))
 		return 1;
 	__u32 hlen = 8, seq = 0;
 	if (proto == DNS_TCP) {

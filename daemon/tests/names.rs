@@ -609,7 +609,10 @@ fn dns_metric(daemon: &Daemon, event: &str) -> u64 {
         {
             return v;
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "no {key} in /metrics:\n{body}");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "no {key} in /metrics:\n{body}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -626,15 +629,23 @@ fn forged_answers_from_another_namespace_name_nothing() {
     let net = format!("10.153.{}.{}", (pid >> 8) & 255, (pid & 63) * 4);
     let base = net.rsplit_once('.').unwrap().0.to_string();
     let last: u32 = net.rsplit_once('.').unwrap().1.parse().unwrap();
-    let (host_ip, evil_ip) = (format!("{base}.{}", last + 1), format!("{base}.{}", last + 2));
+    let (host_ip, evil_ip) = (
+        format!("{base}.{}", last + 1),
+        format!("{base}.{}", last + 2),
+    );
     run(Command::new("ip").args([
         "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if, "netns", &ns.name,
     ]));
     run(Command::new("ip").args(["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]));
     run(Command::new("ip").args(["link", "set", &host_if, "up"]));
-    run(ns
-        .exec()
-        .args(["ip", "addr", "add", &format!("{evil_ip}/30"), "dev", &peer_if]));
+    run(ns.exec().args([
+        "ip",
+        "addr",
+        "add",
+        &format!("{evil_ip}/30"),
+        "dev",
+        &peer_if,
+    ]));
     run(ns.exec().args(["ip", "link", "set", &peer_if, "up"]));
     // Host-namespace addresses the names point at (loopback, so a connection needs no peer).
     let (forged_addr, real_addr) = (
@@ -661,22 +672,31 @@ fn forged_answers_from_another_namespace_name_nothing() {
     .unwrap();
     let ports: Value = serde_json::from_str(&line).expect("victim ports");
     const FORGED: u64 = 64;
-    run(ns.exec().arg(&python).args(["-c", FORGE, &evil_ip, &host_ip]).args([
-        ports["a"].to_string(),
-        ports["b"].to_string(),
-        ports["txid"].to_string(),
-        FORGED.to_string(),
-        forged.clone(),
-        asked.clone(),
-        forged_addr.clone(),
-    ]));
+    run(ns
+        .exec()
+        .arg(&python)
+        .args(["-c", FORGE, &evil_ip, &host_ip])
+        .args([
+            ports["a"].to_string(),
+            ports["b"].to_string(),
+            ports["txid"].to_string(),
+            FORGED.to_string(),
+            forged.clone(),
+            asked.clone(),
+            forged_addr.clone(),
+        ]));
     drop(victim.stdin.take());
     victim.wait().unwrap();
     // The answers are read before the next drain; connect after it.
     std::thread::sleep(Duration::from_millis(1500));
     let cli_forged = copy_exe(&tg, dir.path(), "cli-forged");
-    let forged_conn =
-        run_json(Command::new(&cli_forged).args(["tcp-up", "--bytes", "100", "--addr", &forged_addr]));
+    let forged_conn = run_json(Command::new(&cli_forged).args([
+        "tcp-up",
+        "--bytes",
+        "100",
+        "--addr",
+        &forged_addr,
+    ]));
 
     // A real lookup of a server in the same namespace still names its connection.
     let srv = copy_exe(&tg, dir.path(), "dns-real");
@@ -692,7 +712,13 @@ fn forged_answers_from_another_namespace_name_nothing() {
     let _dns = Guard(dns);
     let cli_real = copy_exe(&tg, dir.path(), "cli-real");
     let real_conn = run_json(Command::new(&cli_real).args([
-        "tcp-up", "--bytes", "100", "--dns", &evil_ip, "--resolve", &real,
+        "tcp-up",
+        "--bytes",
+        "100",
+        "--dns",
+        &evil_ip,
+        "--resolve",
+        &real,
     ]));
     std::thread::sleep(Duration::from_millis(2500));
     let refused = dns_metric(&daemon, "dns_unsolicited") - before;
@@ -727,7 +753,9 @@ fn forged_answers_from_another_namespace_name_nothing() {
         stopped.log
     );
     assert!(
-        !stopped.log.contains(&format!("test.picosnitch.forged{pid}")),
+        !stopped
+            .log
+            .contains(&format!("test.picosnitch.forged{pid}")),
         "{}",
         stopped.log
     );
