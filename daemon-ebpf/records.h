@@ -67,10 +67,13 @@ struct proc_event {
 /* Bytes of a DNS message copied to the daemon: the EDNS payload size most resolvers use, so a
  * whole UDP answer almost always fits; a longer one is parsed as far as it was copied. */
 #define DNS_CAPTURE 1232
+#define DNS_ANSWER 0
+#define DNS_QUERY 1
 
-/* A UDP datagram or TCP segment with source port 53 delivered to a local socket. */
+/* A UDP datagram or TCP segment with source port 53 delivered to a local socket (an answer), or
+ * one a local socket sent to port 53 (a query). */
 struct dns_event {
-	__u32 netns;    /* network namespace of the receiving socket; 0 when this kernel cannot tell */
+	__u32 netns;    /* network namespace of the local socket; 0 when this kernel cannot tell */
 	__u32 len;      /* payload bytes of the datagram or segment */
 	__u32 seq;      /* TCP: sequence number of the first payload byte; UDP: 0 */
 	__u16 family;   /* AF_INET or AF_INET6, of the packet */
@@ -78,9 +81,9 @@ struct dns_event {
 	__u16 sport;    /* host byte order */
 	__u16 dport;
 	__u16 captured; /* bytes of data[] that hold the payload's start */
-	__u16 pad;
-	__u8 saddr[16]; /* the server (IPv4 in the first 4 bytes) */
-	__u8 daddr[16]; /* the receiving socket's address */
+	__u16 kind;     /* DNS_ANSWER or DNS_QUERY */
+	__u8 saddr[16]; /* the packet's source (IPv4 in the first 4 bytes) */
+	__u8 daddr[16]; /* the packet's destination */
 	__u8 data[DNS_CAPTURE];
 };
 
@@ -97,7 +100,9 @@ enum stat_index {
 	STAT_DNS_RINGBUF_FULL = 8,  /* DNS answer dropped: its ring buffer was full */
 	STAT_DNS_UNREADABLE = 9,    /* DNS answer dropped: its payload could not be copied */
 	STAT_DNS_PACKETS = 10,      /* DNS answers handed to the daemon */
-	STAT_MAX = 11,
+	STAT_DNS_UNSOLICITED = 11,  /* DNS answers refused: no query left for them */
+	STAT_DNS_QUERIES = 12,      /* DNS queries handed to the daemon */
+	STAT_MAX = 13,
 };
 
 #endif

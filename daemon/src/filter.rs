@@ -146,14 +146,10 @@ pub fn under_domain(domain: &str, base: &str) -> bool {
             && domain.as_bytes()[base.len()] == b'.')
 }
 
-/// A domain as written by people (`www.Example.com.`) in reverse notation (`com.example.www`).
+/// A domain as written by people (`www.Example.com.`) in reverse notation (`com.example.www`),
+/// through `dns::name`; text that is not a name is kept as one label, escaped.
 pub fn reverse_notation(d: &str) -> String {
-    d.trim_end_matches('.')
-        .split('.')
-        .rev()
-        .collect::<Vec<_>>()
-        .join(".")
-        .to_ascii_lowercase()
+    crate::dns::name::reverse_text(d).unwrap_or_else(|_| crate::dns::name::reverse_labels([d]))
 }
 
 #[cfg(test)]

@@ -60,13 +60,17 @@ pub struct FlowDelta {
     pub events: u64,
 }
 
-/// A UDP datagram or TCP segment from port 53 the kernel copied as it reached a local socket.
+/// A UDP datagram or TCP segment from port 53 the kernel copied as it reached a local socket (an
+/// answer), or one a local socket sent to port 53 (a query, `query`). Both directions name the
+/// ends the same way: the server (`server`, `sport`) and the local socket (`client`, `dport`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsPacket<'a> {
-    /// Network namespace of the receiving socket; 0 when the kernel could not tell.
+    /// Network namespace of the local socket; 0 when the kernel could not tell.
     pub netns: u32,
     /// `libc::IPPROTO_UDP` or `libc::IPPROTO_TCP`.
     pub protocol: u16,
+    /// A query that left, not an answer that arrived.
+    pub query: bool,
     pub server: IpAddr,
     pub sport: u16,
     pub client: IpAddr,

@@ -39,6 +39,8 @@ pub struct Pipeline {
     stall_after: Duration,
     /// What is wrong with the writer, once said (said again only when it changes).
     writer_problem: Option<String>,
+    /// Where `/metrics` reads the DNS counters; None in tests that run the pipeline bare.
+    feed: Option<crate::api::Feed>,
 }
 
 /// The writer is stalled when windows wait this many windows plus `STALL_GRACE` without one
@@ -78,7 +80,26 @@ impl Pipeline {
             losses: 0,
             stall_after: stall_after(Duration::from_secs(10)),
             writer_problem: None,
+            feed: None,
         }
+    }
+
+    /// Publishes the DNS counters to `/metrics`.
+    pub fn with_feed(mut self, feed: crate::api::Feed) -> Self {
+        self.feed = Some(feed);
+        self
+    }
+
+    /// DNS counters that are not losses: the daemon's and the kernel's refusals together.
+    fn dns_events(&self) -> [(&'static str, u64); 4] {
+        let c = self.names.counters;
+        let kernel = self.last_stats[records::STAT_DNS_UNSOLICITED];
+        [
+            ("dns_queries", c.queries),
+            ("dns_answers", c.answers),
+            ("dns_unsolicited", c.unsolicited + kernel),
+            ("dns_cache_evicted", c.cache_evicted),
+        ]
     }
 
     /// Tells systemd (and the status file) how the daemon is doing from the main loop.
@@ -112,6 +133,11 @@ impl Pipeline {
             bytes_received: s.bytes_received.load(Ordering::Relaxed),
             losses: self.losses,
             identity,
+            dns: self
+                .dns_events()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
             ..Snapshot::default()
         }
     }
@@ -325,6 +351,9 @@ impl Pipeline {
             }
         }
         self.last_dns = dns;
+        if let Some(f) = &self.feed {
+            f.metrics().set_dns(&self.dns_events());
+        }
     }
 
     fn loss(&mut self, contime: i64, source: &str, count: u64) {
@@ -470,10 +499,14 @@ impl Pipeline {
         self.drain();
         self.flush();
         let c = self.names.counters;
+        let [_, _, (_, unsolicited), _] = self.dns_events();
         tracing::info!(
+            queries = c.queries,
             packets = c.packets,
             answers = c.answers,
             addresses = c.addresses,
+            unsolicited,
+            cache_evicted = c.cache_evicted,
             cached = self.names.cache_len(),
             "DNS answers read"
         );

@@ -232,7 +232,8 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     let names = crate::dns::Names::new(&cfg.dns);
     let pipeline = Pipeline::new(collector, identity, names, sink, watcher)
         .with_every_exe(cfg.monitoring.every_exe)
-        .with_heartbeat(heartbeat);
+        .with_heartbeat(heartbeat)
+        .with_feed(feed.clone());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

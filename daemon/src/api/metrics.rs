@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub wal_bytes: u64,
     /// Checkpoints that could not shrink the write-ahead log (a reader held a transaction).
     pub wal_blocked: u64,
+    /// DNS events that are not losses (queries seen, answers refused, …), by event.
+    pub dns: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -69,6 +71,15 @@ impl Metrics {
         if let Ok(mut s) = self.state.lock() {
             let n = s.losses.entry(source.to_owned()).or_default();
             *n = n.saturating_add(count);
+        }
+    }
+
+    /// The DNS side's running totals (the main loop sets them after every drain).
+    pub fn set_dns(&self, counters: &[(&str, u64)]) {
+        if let Ok(mut s) = self.state.lock() {
+            for (k, v) in counters {
+                s.dns.insert((*k).to_owned(), *v);
+            }
         }
     }
 
@@ -231,6 +242,19 @@ pub fn render(s: &Snapshot, info: &Info, subscribers: usize, now: i64) -> String
         "Size of the database's write-ahead log at the last checkpoint.",
     );
     let _ = writeln!(o, "picosnitch_wal_bytes {}", s.wal_bytes);
+    head(
+        &mut o,
+        "picosnitch_dns_events_total",
+        "counter",
+        "DNS queries seen and answers taken or refused (unsolicited: no query waited for them).",
+    );
+    for (event, n) in &s.dns {
+        let _ = writeln!(
+            o,
+            "picosnitch_dns_events_total{{event=\"{}\"}} {n}",
+            label(event)
+        );
+    }
     let h = "picosnitch_window_write_seconds";
     head(
         &mut o,

@@ -20,6 +20,8 @@ pub enum Attach {
     CgroupSockAddr(&'static str),
     /// A cgroup_skb/ingress program attached to the root of the cgroup v2 hierarchy.
     CgroupSkbIngress(&'static str),
+    /// A cgroup_skb/egress program attached to the root of the cgroup v2 hierarchy.
+    CgroupSkbEgress(&'static str),
 }
 
 impl Attach {
@@ -31,7 +33,8 @@ impl Attach {
             | Attach::FExit(p, _)
             | Attach::KProbe(p, _)
             | Attach::CgroupSockAddr(p)
-            | Attach::CgroupSkbIngress(p) => p,
+            | Attach::CgroupSkbIngress(p)
+            | Attach::CgroupSkbEgress(p) => p,
         }
     }
 }
@@ -99,25 +102,35 @@ pub const TRAFFIC: [HookSet; 3] = [
     },
 ];
 
-/// DNS answer capture, best first: the variants differ in how the receiving socket's network
-/// namespace is found (see daemon-ebpf/dns.h). At most one is attached; none is not fatal.
+/// DNS capture, best first: queries that leave (egress) and the answers to them (ingress). The
+/// variants differ in how the local socket's network namespace is found (see
+/// daemon-ebpf/dns.h). At most one is attached; none is not fatal.
 pub const DNS: [HookSet; 3] = [
     HookSet {
         name: "dns",
-        what: "cgroup_skb/ingress: answers with the namespace of every receiving socket",
-        attach: &[Attach::CgroupSkbIngress("cg_dns_ingress")],
+        what: "cgroup_skb/egress+ingress: queries and their answers, with the namespace of every socket",
+        attach: &[
+            Attach::CgroupSkbEgress("cg_dns_egress"),
+            Attach::CgroupSkbIngress("cg_dns_ingress"),
+        ],
         optional: &[],
     },
     HookSet {
         name: "dns_btf",
-        what: "cgroup_skb/ingress: answers; the namespace of IPv4 UDP sockets is not known",
-        attach: &[Attach::CgroupSkbIngress("cg_dns_ingress_btf")],
+        what: "cgroup_skb/egress+ingress: queries and answers; the namespace of IPv4 UDP sockets is not known",
+        attach: &[
+            Attach::CgroupSkbEgress("cg_dns_egress_btf"),
+            Attach::CgroupSkbIngress("cg_dns_ingress_btf"),
+        ],
         optional: &[],
     },
     HookSet {
         name: "dns_nons",
-        what: "cgroup_skb/ingress: answers without namespaces (names shared by all)",
-        attach: &[Attach::CgroupSkbIngress("cg_dns_ingress_nons")],
+        what: "cgroup_skb/egress+ingress: queries and answers without namespaces (names shared by all)",
+        attach: &[
+            Attach::CgroupSkbEgress("cg_dns_egress_nons"),
+            Attach::CgroupSkbIngress("cg_dns_ingress_nons"),
+        ],
         optional: &[],
     },
 ];
@@ -171,18 +184,18 @@ fn attach_one(ebpf: &mut Ebpf, btf: &Btf, a: Attach) -> Result<(), String> {
                 p.load()?;
                 p.attach(&cgroup, CgroupAttachMode::Single)?;
             }
-            Attach::CgroupSkbIngress(_) => {
+            Attach::CgroupSkbIngress(_) | Attach::CgroupSkbEgress(_) => {
                 let cgroup = cgroup2_root()?;
                 let p: &mut CgroupSkb = prog.try_into()?;
                 p.load()?;
+                let how = match a {
+                    Attach::CgroupSkbEgress(_) => CgroupSkbAttachType::Egress,
+                    _ => CgroupSkbAttachType::Ingress,
+                };
                 // Through a BPF link (kernel >= 5.7) the kernel adds the program to the ones
                 // already there (systemd's IP accounting and firewalls keep working); "Single"
                 // is the only mode a cgroup link accepts.
-                p.attach(
-                    &cgroup,
-                    CgroupSkbAttachType::Ingress,
-                    CgroupAttachMode::Single,
-                )?;
+                p.attach(&cgroup, how, CgroupAttachMode::Single)?;
             }
         }
         Ok(())
@@ -213,7 +226,9 @@ fn unload_one(ebpf: &mut Ebpf, a: Attach) {
         Attach::FExit(..) => <&mut FExit>::try_from(prog).map(|p| p.unload()),
         Attach::KProbe(..) => <&mut KProbe>::try_from(prog).map(|p| p.unload()),
         Attach::CgroupSockAddr(..) => <&mut CgroupSockAddr>::try_from(prog).map(|p| p.unload()),
-        Attach::CgroupSkbIngress(..) => <&mut CgroupSkb>::try_from(prog).map(|p| p.unload()),
+        Attach::CgroupSkbIngress(..) | Attach::CgroupSkbEgress(..) => {
+            <&mut CgroupSkb>::try_from(prog).map(|p| p.unload())
+        }
     };
 }
 

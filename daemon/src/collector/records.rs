@@ -65,6 +65,8 @@ pub struct RawProcEvent {
 
 /// Bytes of a DNS message the kernel copies (DNS_CAPTURE in records.h).
 pub const DNS_CAPTURE: usize = 1232;
+/// `kind` of a DNS record that is a query a local socket sent (DNS_QUERY in records.h).
+const DNS_QUERY: u16 = 1;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -77,7 +79,7 @@ pub struct RawDnsEvent {
     pub sport: u16,
     pub dport: u16,
     pub captured: u16,
-    pub pad: u16,
+    pub kind: u16,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
     pub data: [u8; DNS_CAPTURE],
@@ -98,7 +100,7 @@ unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowVal {}
 
 /// Indices of the per-CPU counters (enum stat_index in records.h).
-pub const STAT_NAMES: [&str; 11] = [
+pub const STAT_NAMES: [&str; 13] = [
     "proc_ringbuf_full",
     "totals_map_full",
     "pending_map_full",
@@ -111,7 +113,12 @@ pub const STAT_NAMES: [&str; 11] = [
     "dns_ringbuf_full",
     "dns_unreadable",
     "dns_packets",
+    // Answers to no query that left: refused, not lost (dns::Counters adds the daemon's own).
+    "dns_unsolicited",
+    "dns_queries",
 ];
+/// The slot of `dns_unsolicited`: answers the kernel refused (not a loss).
+pub const STAT_DNS_UNSOLICITED: usize = 11;
 /// The slot of `recursion_misses`, filled from the programs' info rather than the stats map.
 pub const STAT_RECURSION_MISSES: usize = 7;
 /// Counters that mean data was lost (the others count activity).
@@ -190,15 +197,20 @@ pub fn dns_packet(bytes: &[u8]) -> Option<DnsPacket<'_>> {
         addr_of(family, &raw, false)
     };
     let captured = usize::from(u16_at(20)).min(DNS_CAPTURE);
+    let query = u16_at(22) == DNS_QUERY;
+    // The server is the destination of a query and the source of an answer.
+    let (src, dst) = (addr(24)?, addr(40)?);
+    let (sport, dport) = (u16_at(16), u16_at(18));
     Some(DnsPacket {
         netns: u32_at(0),
         len: u32_at(4),
         seq: u32_at(8),
         protocol: u16_at(14),
-        sport: u16_at(16),
-        dport: u16_at(18),
-        server: addr(24)?,
-        client: addr(40)?,
+        query,
+        server: if query { dst } else { src },
+        sport: if query { dport } else { sport },
+        client: if query { src } else { dst },
+        dport: if query { sport } else { dport },
         data: &bytes[DNS_HEADER..DNS_HEADER + captured],
     })
 }
@@ -265,7 +277,7 @@ mod tests {
             sport: 53,
             dport: 40000,
             captured: 3,
-            pad: 0,
+            kind: 0,
             saddr: [0; 16],
             daddr: [0; 16],
             data: [0; DNS_CAPTURE],
@@ -289,7 +301,24 @@ mod tests {
         assert_eq!(p.server, "127.0.0.153".parse::<IpAddr>().unwrap());
         assert_eq!(p.client, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(p.data, b"abc");
+        assert!(!p.query);
         assert!(dns_packet(&bytes[..100]).is_none());
+        // A query names the same ends: the server is its destination.
+        raw.kind = DNS_QUERY;
+        (raw.sport, raw.dport) = (40000, 53);
+        (raw.saddr, raw.daddr) = (raw.daddr, raw.saddr);
+        // SAFETY: as above.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw as *const RawDnsEvent).cast::<u8>(),
+                std::mem::size_of::<RawDnsEvent>(),
+            )
+        };
+        let q = dns_packet(bytes).unwrap();
+        assert!(q.query);
+        assert_eq!((q.sport, q.dport), (53, 40000));
+        assert_eq!(q.server, "127.0.0.153".parse::<IpAddr>().unwrap());
+        assert_eq!(q.client, "127.0.0.1".parse::<IpAddr>().unwrap());
     }
 
     #[test]

@@ -69,7 +69,8 @@ impl Log {
                     format!("log.ignore_domains[{i}]"),
                     format!("{d:?}"),
                     "use a domain name such as \"example.com\" (it also covers every subdomain; \
-                     no wildcards, labels of letters, digits, '-' and '_')",
+                     no wildcards; write a space, a dot inside a label or any byte that is not \
+                     printable ASCII as \\DDD, e.g. \"a\\\\032b.example\")",
                 )
             })?;
             f.domains.push(reversed);
@@ -99,22 +100,15 @@ impl Log {
     }
 }
 
-/// `www.Example.com.` → `com.example.www`, or None when it is not a domain name.
+/// `www.Example.com.` → `com.example.www` (the one reverse notation of `dns::name`, so rules match
+/// the names the DNS path escaped), or None when it is not a domain name: empty labels, a `*`
+/// (wildcards do not exist: a rule covers its subdomains), or bytes that are not printable ASCII
+/// (written `\DDD` instead).
 pub fn reverse_domain(d: &str) -> Option<String> {
-    let d = d.strip_suffix('.').unwrap_or(d).to_ascii_lowercase();
-    if d.is_empty() || d.len() > 253 {
+    if d.contains('*') || !d.bytes().all(|b| b.is_ascii_graphic()) {
         return None;
     }
-    let labels: Vec<&str> = d.split('.').collect();
-    let ok = labels.iter().all(|l| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    });
-    ok.then(|| labels.into_iter().rev().collect::<Vec<_>>().join("."))
+    crate::dns::name::reverse_text(d).ok()
 }
 
 fn parse_net(s: &str) -> Option<IpNet> {
@@ -213,7 +207,15 @@ mod tests {
     #[test]
     fn domain_labels() {
         assert_eq!(reverse_domain("a-b.c_d.io").as_deref(), Some("io.c_d.a-b"));
-        assert_eq!(reverse_domain("-a.io"), None);
+        // Any label a DNS answer can carry can be ignored, escaped as the DNS path writes it.
+        assert_eq!(reverse_domain("-a.io").as_deref(), Some("io.-a"));
+        assert_eq!(
+            reverse_domain("A\\032b.x\\.y.io").as_deref(),
+            Some("io.x\\046y.a\\032b")
+        );
+        assert_eq!(reverse_domain("a b.io"), None);
+        assert_eq!(reverse_domain("caf\u{e9}.io"), None);
+        assert_eq!(reverse_domain("a\\300.io"), None);
         assert_eq!(reverse_domain(&format!("{}.io", "a".repeat(64))), None);
         assert_eq!(reverse_domain(""), None);
         assert_eq!(reverse_domain("."), None);

@@ -36,6 +36,8 @@ struct Entry {
 pub struct CacheStats {
     pub inserted: u64,
     pub evicted: u64,
+    /// Evicted while their answer still held: names lost for later connections.
+    pub evicted_live: u64,
     pub expired: u64,
 }
 
@@ -82,9 +84,10 @@ impl Cache {
             name: Arc::from(name),
             expires,
         };
-        if let Some((old, _)) = self.map.push(key, entry) {
+        if let Some((old, e)) = self.map.push(key, entry) {
             if old != key {
                 self.stats.evicted += 1;
+                self.stats.evicted_live += u64::from(e.expires > now);
             }
         }
     }
@@ -175,6 +178,12 @@ mod tests {
         assert!(c.get(1, ip("192.0.2.2"), 1).is_none());
         assert!(c.get(1, ip("192.0.2.1"), 1).is_some());
         assert_eq!(c.stats.evicted, 1);
+        assert_eq!(c.stats.evicted_live, 1);
+        // An expired entry pushed out is not a lost name.
+        let mut d = Cache::new(1);
+        d.insert(1, ip("192.0.2.1"), "n", 10, 0);
+        d.insert(1, ip("192.0.2.2"), "n", 10, 20);
+        assert_eq!((d.stats.evicted, d.stats.evicted_live), (1, 0));
         for i in 0..10_000u32 {
             c.insert(i, ip("192.0.2.5"), "m", 100, 2);
         }

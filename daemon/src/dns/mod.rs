@@ -1,13 +1,17 @@
 //! dns: names for remote addresses, from the DNS answers the kernel copies for every resolver
-//! (glibc, musl, static binaries, systemd-resolved's stub, containers, other namespaces): parsed,
-//! cached per network namespace, and given to each flow when it is first seen.
+//! (glibc, musl, static binaries, systemd-resolved's stub, containers, other namespaces): checked
+//! against the queries that left, parsed, cached per network namespace, and given to each flow
+//! when it is first seen.
 pub mod cache;
+pub mod name;
 pub mod parse;
+pub mod pending;
 pub mod reverse;
 pub mod tcp;
 
 use crate::model::DnsPacket;
 use cache::{Cache, ANY_NETNS, REVERSE_NETNS};
+use pending::{Pending, QueryKey};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -71,18 +75,43 @@ pub struct Counters {
     pub tcp_lost: u64,
     /// Reverse lookups not made because their queue was full.
     pub reverse_dropped: u64,
+    /// Queries read from the kernel.
+    pub queries: u64,
+    /// Answers refused here: no query waited for them (other id, port, server, namespace or
+    /// question, or answered already). The kernel counts the ones it refused itself.
+    pub unsolicited: u64,
+    /// Names still valid that the full cache dropped for newer ones: names lost.
+    pub cache_evicted: u64,
+    /// Queries forgotten unanswered because their table was full.
+    pub queries_evicted: u64,
 }
 
 impl Counters {
     /// (name, value) of the counters that mean names were lost.
-    pub fn losses(&self) -> [(&'static str, u64); 4] {
+    pub fn losses(&self) -> [(&'static str, u64); 6] {
         [
             ("dns_malformed", self.malformed),
             ("dns_truncated", self.truncated),
             ("dns_tcp_lost", self.tcp_lost),
             ("dns_reverse_dropped", self.reverse_dropped),
+            ("dns_cache_evicted", self.cache_evicted),
+            ("dns_queries_evicted", self.queries_evicted),
         ]
     }
+}
+
+/// Seconds between two warnings about unsolicited answers (each one is logged at debug level).
+const UNSOLICITED_WARN_SECS: u64 = 60;
+
+/// Where a DNS message was seen: which socket's side, and in which direction.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    netns: u32,
+    protocol: u16,
+    server: IpAddr,
+    /// The local socket's port.
+    port: u16,
+    query: bool,
 }
 
 /// One flow of one process: its socket and peer (a socket can have many peers).
@@ -99,7 +128,12 @@ const MAX_PINNED: usize = 1 << 22;
 
 pub struct Names {
     cache: Cache,
+    pending: Pending,
     tcp: tcp::Streams,
+    /// The query direction of TCP connections.
+    tcp_queries: tcp::Streams,
+    /// When unsolicited answers were last warned about, and how many were then.
+    warned: Option<(u64, u64)>,
     reverse: Option<reverse::Reverse>,
     /// The name each flow got when first named; it keeps it after the answer expires.
     pinned: HashMap<FlowId, Arc<str>>,
@@ -122,7 +156,10 @@ impl Names {
         };
         Names {
             cache: Cache::new(cfg.cache_entries as usize),
+            pending: Pending::default(),
             tcp: tcp::Streams::default(),
+            tcp_queries: tcp::Streams::default(),
+            warned: None,
             reverse,
             pinned: HashMap::new(),
             started: Instant::now(),
@@ -141,7 +178,18 @@ impl Names {
     }
 
     fn on_packet_at(&mut self, p: &DnsPacket<'_>, now: u64) {
-        self.counters.packets += 1;
+        if p.query {
+            self.counters.queries += 1;
+        } else {
+            self.counters.packets += 1;
+        }
+        let at = Origin {
+            netns: p.netns,
+            protocol: p.protocol,
+            server: p.server,
+            port: p.dport,
+            query: p.query,
+        };
         if p.protocol == libc::IPPROTO_TCP as u16 {
             let key = tcp::StreamKey {
                 netns: p.netns,
@@ -150,20 +198,37 @@ impl Names {
                 client: p.client,
                 dport: p.dport,
             };
-            let lost = self.tcp.stats.lost;
-            for m in self.tcp.segment(key, p.seq, p.len, p.data, now) {
-                self.on_message(p.netns, &m.bytes, m.partial, now);
+            let streams = if p.query {
+                &mut self.tcp_queries
+            } else {
+                &mut self.tcp
+            };
+            let lost = streams.stats.lost;
+            let messages = streams.segment(key, p.seq, p.len, p.data, now);
+            let lost = streams.stats.lost - lost;
+            if !p.query {
+                self.counters.tcp_lost += lost;
             }
-            self.counters.tcp_lost += self.tcp.stats.lost - lost;
+            for m in messages {
+                self.on_message(at, &m.bytes, m.partial, now);
+            }
         } else {
             let partial = (p.data.len() as u64) < u64::from(p.len);
-            self.on_message(p.netns, p.data, partial, now);
+            self.on_message(at, p.data, partial, now);
         }
+        self.counters.cache_evicted = self.cache.stats.evicted_live;
+        self.counters.queries_evicted = self.pending.stats.evicted;
     }
 
-    fn on_message(&mut self, netns: u32, bytes: &[u8], partial: bool, now: u64) {
+    fn on_message(&mut self, at: Origin, bytes: &[u8], partial: bool, now: u64) {
+        let netns = at.netns;
         let parsed = match parse::parse(bytes) {
             Ok(p) => p,
+            Err(e) if at.query => {
+                // Not a question this side can match an answer to; nothing is lost.
+                tracing::debug!(netns, "DNS query not decoded: {e}");
+                return;
+            }
             Err(e) => {
                 // The start of a message was copied: a cut header or question is not hostile.
                 self.counters.malformed += u64::from(!partial);
@@ -172,6 +237,30 @@ impl Names {
                 return;
             }
         };
+        if parsed.response == at.query {
+            return; // a query to a local server, or an answer a local server sent
+        }
+        let key = QueryKey {
+            netns,
+            protocol: at.protocol,
+            server: at.server,
+            port: at.port,
+            txid: parsed.id,
+        };
+        let Some(question) = parsed.question else {
+            if !at.query {
+                self.unsolicited(&key, "no question", now);
+            }
+            return;
+        };
+        if at.query {
+            self.pending.asked(key, question, now);
+            return;
+        }
+        if !self.pending.answered(&key, &question, now) {
+            self.unsolicited(&key, &question.name, now);
+            return;
+        }
         self.counters.truncated += u64::from(parsed.truncated);
         if parsed.resolved.is_empty() {
             return;
@@ -182,6 +271,31 @@ impl Names {
             self.counters.addresses += 1;
             self.cache
                 .insert(netns, r.addr, &r.name, cache::hold(r.ttl), now);
+        }
+    }
+
+    /// Counts an answer that answers no query; warns at most once a minute.
+    fn unsolicited(&mut self, key: &QueryKey, question: &str, now: u64) {
+        self.counters.unsolicited += 1;
+        tracing::debug!(
+            netns = key.netns,
+            server = %key.server,
+            port = key.port,
+            id = key.txid,
+            question,
+            "DNS answer refused: no query waited for it"
+        );
+        let due = self
+            .warned
+            .is_none_or(|(t, _)| now.saturating_sub(t) >= UNSOLICITED_WARN_SECS);
+        if due {
+            let before = self.warned.map_or(0, |(_, n)| n);
+            tracing::warn!(
+                count = self.counters.unsolicited - before,
+                server = %key.server,
+                "DNS answers refused: they answer no query a local socket sent"
+            );
+            self.warned = Some((now, self.counters.unsolicited));
         }
     }
 

@@ -5,6 +5,8 @@
 //! message cut by the capture limit still yields every record before the cut. Only A/AAAA records
 //! on the CNAME chain that starts at the question count: records about other names (which no
 //! stub resolver would accept either) are ignored.
+use super::name::reverse_labels;
+use super::pending::Question;
 use hickory_proto::op::{Header, MessageType, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, Record};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
@@ -30,6 +32,12 @@ pub struct Resolved {
 /// What one message held.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Parsed {
+    /// The transaction id.
+    pub id: u16,
+    /// A response (QR set), not a query.
+    pub response: bool,
+    /// The first question, if the message has one.
+    pub question: Option<Question>,
     pub resolved: Vec<Resolved>,
     /// The message announced more answer records than could be read (cut short or malformed).
     pub truncated: bool,
@@ -43,18 +51,32 @@ pub enum ParseError {
     BadQuestion,
 }
 
-/// Parses a DNS message. Queries, error responses and other kinds of messages yield nothing.
+/// Parses a DNS message: its id and question, and for a response without error the addresses
+/// it resolves. Queries, error responses and other kinds of messages resolve nothing.
 pub fn parse(bytes: &[u8]) -> Result<Parsed, ParseError> {
     let mut d = BinDecoder::new(bytes);
     let header = Header::read(&mut d).map_err(|_| ParseError::NoHeader)?;
     let meta = header.metadata;
-    if meta.message_type != MessageType::Response || meta.response_code != ResponseCode::NoError {
-        return Ok(Parsed::default());
-    }
-    let mut question = None;
+    let mut question: Option<Name> = None;
+    let mut out = Parsed {
+        id: meta.id,
+        response: meta.message_type == MessageType::Response,
+        ..Parsed::default()
+    };
     for _ in 0..header.counts.queries {
         let q = Query::read(&mut d).map_err(|_| ParseError::BadQuestion)?;
-        question.get_or_insert_with(|| q.name().to_lowercase());
+        if question.is_none() {
+            let name = q.name().to_lowercase();
+            out.question = Some(Question {
+                name: reverse_labels(name.iter()),
+                qtype: u16::from(q.query_type()),
+                qclass: u16::from(q.query_class()),
+            });
+            question = Some(name);
+        }
+    }
+    if !out.response || meta.response_code != ResponseCode::NoError {
+        return Ok(out);
     }
     let announced = usize::from(header.counts.answers);
     let mut records = Vec::with_capacity(announced.min(MAX_RECORDS));
@@ -69,10 +91,9 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, ParseError> {
         }
     }
     truncated |= announced > MAX_RECORDS;
-    Ok(Parsed {
-        resolved: resolve_chain(question.as_ref(), &records),
-        truncated,
-    })
+    out.resolved = resolve_chain(question.as_ref(), &records);
+    out.truncated = truncated;
+    Ok(out)
 }
 
 /// Maps every A/AAAA record to the start of its CNAME chain. With a question, the chain must start
@@ -110,29 +131,9 @@ pub fn resolve_chain(question: Option<&Name>, records: &[Record]) -> Vec<Resolve
         if question.is_some_and(|q| *q != owner) || hops > MAX_CHAIN {
             continue;
         }
-        let name = reverse_notation(&owner);
+        let name = reverse_labels(owner.iter());
         if !name.is_empty() {
             out.push(Resolved { addr, name, ttl });
-        }
-    }
-    out
-}
-
-/// `www.example.com.` → `com.example.www`, lower case; bytes that are not printable ASCII, dots
-/// and backslashes inside a label are written `\DDD` so the result has one meaning.
-pub fn reverse_notation(name: &Name) -> String {
-    let mut out = String::new();
-    for label in name.iter().rev() {
-        if !out.is_empty() {
-            out.push('.');
-        }
-        for &b in label {
-            let b = b.to_ascii_lowercase();
-            if b.is_ascii_graphic() && b != b'.' && b != b'\\' {
-                out.push(char::from(b));
-            } else {
-                out.push_str(&format!("\\{b:03}"));
-            }
         }
     }
     out
@@ -182,14 +183,12 @@ pub(crate) mod tests {
 
     #[test]
     fn reverse_notation_of_names() {
-        assert_eq!(
-            reverse_notation(&name("www.Example.COM.")),
-            "com.example.www"
-        );
-        assert_eq!(reverse_notation(&name("localhost")), "localhost");
-        assert_eq!(reverse_notation(&Name::root()), "");
+        let rev = |n: &Name| reverse_labels(n.iter());
+        assert_eq!(rev(&name("www.Example.COM.")), "com.example.www");
+        assert_eq!(rev(&name("localhost")), "localhost");
+        assert_eq!(rev(&Name::root()), "");
         let odd = Name::from_labels(vec![&b"a.b"[..], &b"x\\y\x01"[..], &b"org"[..]]).unwrap();
-        assert_eq!(reverse_notation(&odd), "org.x\\092y\\001.a\\046b");
+        assert_eq!(rev(&odd), "org.x\\092y\\001.a\\046b");
     }
 
     #[test]

@@ -78,14 +78,13 @@ impl Reverse {
     }
 }
 
-/// `host.example.org.` → `org.example.host`; `None` for an empty name or one that is an address.
+/// `host.example.org.` (as the resolver prints it, `\DDD` escapes included) →
+/// `org.example.host`; `None` for an empty name, a malformed one or one that is an address.
 pub fn reverse_host(host: &str) -> Option<String> {
-    let host = host.trim_end_matches('.');
-    if host.is_empty() || host.parse::<IpAddr>().is_ok() {
+    if host.parse::<IpAddr>().is_ok() {
         return None;
     }
-    let labels: Vec<String> = host.split('.').rev().map(str::to_ascii_lowercase).collect();
-    Some(labels.join("."))
+    super::name::reverse_text(host).ok()
 }
 
 /// The PTR name of `addr` from the system resolver (getnameinfo with NI_NAMEREQD).
@@ -150,6 +149,11 @@ mod tests {
             Some("org.example.host")
         );
         assert_eq!(reverse_host("localhost").as_deref(), Some("localhost"));
+        assert_eq!(
+            reverse_host("a\\.b.Host\\032x.org").as_deref(),
+            Some("org.host\\032x.a\\046b")
+        );
+        assert_eq!(reverse_host("bad..org"), None);
         assert_eq!(reverse_host("192.0.2.1"), None);
         assert_eq!(reverse_host(""), None);
     }

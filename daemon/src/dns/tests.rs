@@ -19,6 +19,7 @@ fn udp(netns: u32, data: &[u8]) -> DnsPacket<'_> {
     DnsPacket {
         netns,
         protocol: UDP,
+        query: false,
         server: ip("127.0.0.153"),
         sport: 53,
         client: ip("127.0.0.1"),
@@ -27,6 +28,45 @@ fn udp(netns: u32, data: &[u8]) -> DnsPacket<'_> {
         len: data.len() as u32,
         data,
     }
+}
+
+/// The query `answer` answers, as the kernel copies it when it leaves.
+fn query_of(answer: &[u8]) -> Vec<u8> {
+    use hickory_proto::serialize::binary::BinEncodable;
+    let m = hickory_proto::op::Message::from_vec(answer).unwrap();
+    let mut q = hickory_proto::op::Message::new(
+        m.metadata.id,
+        hickory_proto::op::MessageType::Query,
+        hickory_proto::op::OpCode::Query,
+    );
+    q.add_queries(m.queries.clone());
+    q.to_bytes().unwrap()
+}
+
+/// Feeds the query `p` answers (same socket, same server), then `p`.
+fn asked_and_answered(n: &mut Names, p: &DnsPacket<'_>, now: u64) {
+    let q = query_of(p.data);
+    let qp = DnsPacket {
+        query: true,
+        seq: 0,
+        len: q.len() as u32,
+        data: &q,
+        ..p.clone()
+    };
+    if p.protocol == TCP {
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        let tp = DnsPacket {
+            len: framed.len() as u32,
+            data: &framed,
+            seq: 777,
+            ..qp
+        };
+        n.on_packet_at(&tp, now);
+    } else {
+        n.on_packet_at(&qp, now);
+    }
+    n.on_packet_at(p, now);
 }
 
 fn flow(addr: &str) -> FlowId {
@@ -53,7 +93,11 @@ fn flows_are_named_per_namespace() {
             aaaa("edge.example.net.", 30, "2001:db8::10"),
         ],
     );
+    // Nobody asked: refused.
     n.on_packet_at(&udp(7, &m), 0);
+    assert_eq!((n.counters.answers, n.counters.unsolicited), (0, 1));
+    assert_eq!(&*n.domain_at(flow("192.0.2.10"), 7, 1), "");
+    asked_and_answered(&mut n, &udp(7, &m), 0);
     assert_eq!(n.counters.answers, 1);
     assert_eq!(n.counters.addresses, 2);
     assert_eq!(&*n.domain_at(flow("192.0.2.10"), 7, 1), "com.example.www");
@@ -66,7 +110,7 @@ fn flows_are_named_per_namespace() {
     assert_eq!(&*n.domain_at(other, 8, 1), "");
     // An answer whose namespace is unknown names the address everywhere.
     let m2 = response("old.example.", vec![a("old.example.", 30, "192.0.2.20")]);
-    n.on_packet_at(&udp(cache::ANY_NETNS, &m2), 2);
+    asked_and_answered(&mut n, &udp(cache::ANY_NETNS, &m2), 2);
     assert_eq!(n.counters.no_netns, 1);
     assert_eq!(&*n.domain_at(flow("192.0.2.20"), 9, 3), "example.old");
 }
@@ -75,7 +119,7 @@ fn flows_are_named_per_namespace() {
 fn a_flow_keeps_its_name_after_the_answer_expires() {
     let mut n = names();
     let m = response("api.example.", vec![a("api.example.", 0, "192.0.2.30")]);
-    n.on_packet_at(&udp(1, &m), 0);
+    asked_and_answered(&mut n, &udp(1, &m), 0);
     let f = flow("192.0.2.30");
     assert_eq!(&*n.domain_at(f, 1, 5), "example.api");
     let late = cache::hold(0) + 10;
@@ -94,6 +138,17 @@ fn tcp_answers_are_reassembled() {
     let mut framed = (m.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&m);
     let (x, y) = framed.split_at(7);
+    let q = query_of(&m);
+    let mut qf = (q.len() as u16).to_be_bytes().to_vec();
+    qf.extend_from_slice(&q);
+    let ask = DnsPacket {
+        protocol: TCP,
+        query: true,
+        seq: 1,
+        len: qf.len() as u32,
+        ..udp(3, &qf)
+    };
+    n.on_packet_at(&ask, 0);
     for (seq, part) in [(5000u32, x), (5007, y)] {
         let p = DnsPacket {
             protocol: TCP,
@@ -123,6 +178,14 @@ fn garbage_and_cut_messages_are_counted() {
         len: m.len() as u32,
         ..udp(1, &m[..m.len() - 16])
     };
+    let q = query_of(&m);
+    n.on_packet_at(
+        &DnsPacket {
+            query: true,
+            ..udp(1, &q)
+        },
+        0,
+    );
     n.on_packet_at(&p, 0);
     assert_eq!(n.counters.truncated, 1);
     assert_eq!(n.counters.addresses, 9);
@@ -359,12 +422,187 @@ fn property_reverse_notation_is_unambiguous() {
         else {
             return Ok(());
         };
-        let r = parse::reverse_notation(&name);
+        let r = name::reverse_labels(name.iter());
         // One label per dot-separated part, printable, no upper case.
         prop_assert_eq!(r.split('.').count(), name.iter().count());
         prop_assert!(r
             .bytes()
             .all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase()));
+        Ok(())
+    });
+}
+
+#[test]
+fn answers_must_answer_a_query_that_left() {
+    let mut n = names();
+    let m = response("bank.example.", vec![a("bank.example.", 60, "192.0.2.50")]);
+    let q = query_of(&m);
+    let ask = DnsPacket {
+        query: true,
+        ..udp(4, &q)
+    };
+    n.on_packet_at(&ask, 0);
+    assert_eq!(n.counters.queries, 1);
+    // Forged: another id, another question, another port, server or namespace.
+    let mut other_id = m.clone();
+    other_id[1] ^= 0x55;
+    let other_q = response("evil.example.", vec![a("evil.example.", 60, "192.0.2.50")]);
+    let forged = [
+        udp(4, &other_id),
+        udp(4, &other_q),
+        DnsPacket {
+            dport: 40001,
+            ..udp(4, &m)
+        },
+        DnsPacket {
+            server: ip("198.51.100.1"),
+            ..udp(4, &m)
+        },
+        udp(5, &m),
+    ];
+    for p in &forged {
+        n.on_packet_at(p, 1);
+    }
+    assert_eq!(n.counters.unsolicited, 5);
+    assert_eq!(&*n.domain_at(flow("192.0.2.50"), 4, 1), "");
+    // The real answer names the address; the same answer again is refused.
+    n.on_packet_at(&udp(4, &m), 1);
+    assert_eq!(&*n.domain_at(flow("192.0.2.50"), 4, 2), "example.bank");
+    let replay = response("bank.example.", vec![a("bank.example.", 60, "192.0.2.66")]);
+    n.on_packet_at(&udp(4, &replay), 2);
+    assert_eq!(n.counters.unsolicited, 6);
+    let g = FlowId {
+        socket: 77,
+        ..flow("192.0.2.66")
+    };
+    assert_eq!(&*n.domain_at(g, 4, 3), "");
+    // A query a local server received, or an answer it sent, is neither.
+    n.on_packet_at(&udp(4, &q), 3);
+    n.on_packet_at(
+        &DnsPacket {
+            query: true,
+            ..udp(4, &m)
+        },
+        3,
+    );
+    assert_eq!(n.counters.unsolicited, 6);
+}
+
+#[test]
+fn tcp_answers_match_ids_inside_the_stream() {
+    let mut n = names();
+    let frame = |m: &[u8]| {
+        let mut f = (m.len() as u16).to_be_bytes().to_vec();
+        f.extend_from_slice(m);
+        f
+    };
+    let m = response("tcp2.example.", vec![a("tcp2.example.", 60, "192.0.2.41")]);
+    let q = frame(&query_of(&m));
+    let ask = DnsPacket {
+        protocol: TCP,
+        query: true,
+        seq: 10,
+        len: q.len() as u32,
+        ..udp(3, &q)
+    };
+    n.on_packet_at(&ask, 0);
+    // An answer with another id on the same connection is refused; the right one is taken.
+    let mut wrong = m.clone();
+    wrong[0] ^= 1;
+    let both = [frame(&wrong), frame(&m)].concat();
+    let ans = DnsPacket {
+        protocol: TCP,
+        seq: 900,
+        len: both.len() as u32,
+        ..udp(3, &both)
+    };
+    n.on_packet_at(&ans, 0);
+    assert_eq!(n.counters.unsolicited, 1);
+    assert_eq!(&*n.domain_at(flow("192.0.2.41"), 3, 1), "example.tcp2");
+}
+
+#[test]
+fn live_names_pushed_out_of_the_cache_are_counted() {
+    let mut n = Names::new(&DnsConfig {
+        cache_entries: 16,
+        ..DnsConfig::default()
+    });
+    for i in 0..20u8 {
+        let m = response(
+            &format!("h{i}.example."),
+            vec![a(&format!("h{i}.example."), 60, &format!("192.0.2.{i}"))],
+        );
+        let mut m = m;
+        m[1] = i; // one id per query
+        asked_and_answered(&mut n, &udp(1, &m), 0);
+    }
+    assert_eq!(n.counters.cache_evicted, 4);
+    assert_eq!(n.counters.losses()[4], ("dns_cache_evicted", 4));
+}
+
+/// Labels as text the way glibc's `ns_name_ntop` writes them (what `getnameinfo` returns):
+/// special characters after a backslash, other bytes that are not printable as `\DDD`.
+fn presentation(labels: &[Vec<u8>]) -> String {
+    let mut out = String::new();
+    for l in labels {
+        for &b in l {
+            match b {
+                b'.' | b';' | b'\\' | b'(' | b')' | b'@' | b'$' | b'"' => {
+                    out.push('\\');
+                    out.push(char::from(b));
+                }
+                0x21..=0x7e => out.push(char::from(b)),
+                _ => out.push_str(&format!("\\{b:03}")),
+            }
+        }
+        out.push('.');
+    }
+    out
+}
+
+/// Labels with any bytes, as a DNS answer can carry them.
+fn any_labels() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    let byte = prop_oneof![
+        4 => prop::sample::select(b"abcXYZ09-_".to_vec()),
+        1 => prop::sample::select(b". \\\"*;\x00\x7f\xff".to_vec()),
+        1 => any::<u8>(),
+    ];
+    prop::collection::vec(prop::collection::vec(byte, 1..12), 1..5)
+}
+
+#[test]
+fn property_one_reverse_notation_for_every_source() {
+    let parts = (any_labels(), any_labels(), any_labels());
+    check("one_reverse_notation", parts, |(child, base, other)| {
+        let full: Vec<Vec<u8>> = child.iter().chain(&base).cloned().collect();
+        let Ok(dns) = hickory_proto::rr::Name::from_labels(full.iter().map(|l| l.as_slice()))
+        else {
+            return Ok(());
+        };
+        // The DNS path (hickory's labels), the PTR path (the name as text, escapes and all) and
+        // the import path turn a name around the same way.
+        let from_answer = name::reverse_labels(dns.iter());
+        let text = presentation(&full);
+        let from_ptr = reverse::reverse_host(&text);
+        prop_assert_eq!(from_ptr.as_deref(), Some(&*from_answer));
+        prop_assert_eq!(crate::filter::reverse_notation(&text), from_answer.clone());
+        // A rule written for `base` (as a user would escape it) covers every name below it, on
+        // label boundaries, and nothing else.
+        let base_text = presentation(&base);
+        let cfg = crate::config::Log {
+            ignore_domains: vec![base_text],
+            ..crate::config::Log::default()
+        };
+        if let Ok(rule) = cfg.filters().map(|f| f.domains[0].clone()) {
+            prop_assert!(crate::filter::under_domain(&from_answer, &rule));
+            let lower = |l: &Vec<Vec<u8>>| -> Vec<Vec<u8>> {
+                l.iter().map(|x| x.to_ascii_lowercase()).collect()
+            };
+            let (o, b) = (lower(&other), lower(&base));
+            let below = o.len() >= b.len() && o[o.len() - b.len()..] == b[..];
+            let other_rev = name::reverse_labels(&other);
+            prop_assert_eq!(crate::filter::under_domain(&other_rev, &rule), below);
+        }
         Ok(())
     });
 }

@@ -93,6 +93,15 @@ fn live(out: &mut String, s: &Snapshot) {
         .collect::<Vec<_>>()
         .join(", ");
     let _ = writeln!(out, "identity:  {ident}");
+    if !s.dns.is_empty() {
+        let dns = s
+            .dns
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(out, "dns:       {dns}");
+    }
 }
 
 /// Rows in `connections`, the last run's hook set, and losses summed by source.

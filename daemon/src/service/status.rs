@@ -21,6 +21,9 @@ pub struct Snapshot {
     pub losses: u64,
     /// Identity counters: executables unavailable or mismatched, unreadable command lines, …
     pub identity: BTreeMap<String, u64>,
+    /// DNS counters: queries, answers taken, answers refused (`dns_unsolicited`), …
+    #[serde(default)]
+    pub dns: BTreeMap<String, u64>,
 }
 
 /// 1234567 → "1.2 MB".
