@@ -268,7 +268,7 @@ impl Writer {
             }
             self.write_pending();
             if self.opts.db_enabled {
-                for w in self.store.maintain() {
+                if let Some(w) = self.store.maintain() {
                     self.opts.feed.wal(w);
                 }
             }
