@@ -267,7 +267,11 @@ fn generated_units_verify_and_are_hardened() {
             "{service}"
         );
         assert!(service.contains("Type=notify\n") && service.contains("WatchdogSec="));
-        assert!(service.contains("RestartPreventExitStatus=69 77 78\n"));
+        assert!(service.contains("RestartPreventExitStatus=69 73 75 77 78\n"));
+        assert!(
+            service.contains("\nLimitNOFILE=65536\nMemoryMax=1G\nTasksMax=256\n"),
+            "{name}: {service}"
+        );
         for cap in [
             "CAP_BPF",
             "CAP_PERFMON",
@@ -308,6 +312,46 @@ fn generated_units_verify_and_are_hardened() {
         let score = exposure(&units, "picosnitch.service");
         assert!(score <= max, "{name}: exposure {score} > {max}");
     }
+}
+
+/// A binary whose path has a space, `%`, `$`, a quote and a backslash: ExecStart= quotes it so
+/// that systemd runs that very file, and the unit still verifies.
+#[test]
+fn exec_start_quotes_an_awkward_path() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("my tools %h $HOME \"q\" back\\slash");
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("picosnitch");
+    std::fs::hard_link(BIN, &exe)
+        .or_else(|_| std::fs::copy(BIN, &exe).map(|_| ()))
+        .unwrap();
+    let cfg_dir = root.path().join("etc/picosnitch");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    std::fs::write(cfg_dir.join("config.toml"), "").unwrap();
+    let out = Command::new(&exe)
+        .arg("systemd")
+        .env("PICOSNITCH_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let units = root.path().join("etc/systemd/system");
+    let service = std::fs::read_to_string(units.join("picosnitch.service")).unwrap();
+    let quoted = format!(
+        "ExecStart=\"{}/my tools %%h $$HOME \\\"q\\\" back\\\\slash/picosnitch\" start-no-daemon\n",
+        root.path().display()
+    );
+    assert!(service.contains(&quoted), "no {quoted:?} in\n{service}");
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "picosnitch.service", "picosnitch.socket"])
+        .current_dir(&units)
+        .output()
+        .expect("systemd-analyze must be installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
 }
 
 /// Every system call group `systemd-analyze syscall-filter` knows, as group → entries.

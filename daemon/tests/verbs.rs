@@ -230,3 +230,217 @@ fn sighup_reopens_the_logs_after_rotation() {
     svc.signal(libc::SIGTERM);
     assert!(svc.wait(SECS(30)).success(), "{}", svc.log());
 }
+
+/// Runs `args` as the unprivileged user nobody (`runuser -u nobody`): (status, stdout+stderr).
+fn as_nobody(args: &[&str]) -> (i32, String) {
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .args(args)
+        .output()
+        .expect("runuser must be installed");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A state root others may traverse (as /run and /var are), so that nobody reaches its files.
+fn shared_root() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        root.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    root
+}
+
+/// nobody holding a shared lock (POSIX and flock) on the published pid file, until killed.
+struct NobodyLocks(std::process::Child);
+
+impl NobodyLocks {
+    fn hold(pidfile: &Path) -> NobodyLocks {
+        use std::io::BufRead;
+        let script = "import fcntl, sys, time\n\
+                      f = open(sys.argv[1])\n\
+                      fcntl.lockf(f, fcntl.LOCK_SH | fcntl.LOCK_NB)\n\
+                      g = open(sys.argv[1])\n\
+                      fcntl.flock(g, fcntl.LOCK_SH | fcntl.LOCK_NB)\n\
+                      print('holding', flush=True)\n\
+                      time.sleep(120)\n";
+        let mut child = Command::new("runuser")
+            .args(["-u", "nobody", "--", "/usr/bin/python3", "-c", script])
+            .arg(pidfile)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("runuser and /usr/bin/python3 must be installed");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "holding", "nobody could not lock the pid file");
+        NobodyLocks(child)
+    }
+}
+
+impl Drop for NobodyLocks {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A process that is not picosnitch, to be named in the pid file.
+struct Sleeper(std::process::Child);
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn no_user_can_block_the_pidfile_or_aim_stop_at_another_process() {
+    let root = shared_root();
+    let r = root.path();
+    let _guard = StopOnDrop(r);
+    write_config(r, "[api]\nlisten = \"\"\n");
+    let run = r.join("run/picosnitch");
+    let pidfile = run.join("picosnitch.pid");
+    let lock = run.join("picosnitch.lock");
+
+    // Under a low soft limit on open files: the daemon raises it to the hard one.
+    let out = Command::new("prlimit")
+        .args(["--nofile=512:8192", "--", BIN, "start"])
+        .env("PICOSNITCH_ROOT", r)
+        .output()
+        .expect("prlimit must be installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let pid = pid_from(&text);
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let nofile = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    assert_eq!(
+        nofile.split_whitespace().collect::<Vec<_>>()[3..5],
+        ["8192", "8192"],
+        "{nofile}"
+    );
+    let m = std::fs::metadata(&lock).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o600));
+    let m = std::fs::metadata(&pidfile).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o644));
+
+    // What nobody can do: read the pid, lock the pid file. What not: open the lock, replace or
+    // rewrite the pid file.
+    let (code, out) = as_nobody(&["cat", pidfile.to_str().unwrap()]);
+    assert_eq!((code, out.trim()), (0, pid.to_string().as_str()));
+    let locks = NobodyLocks::hold(&pidfile);
+    for attack in [
+        format!("cat {}", lock.display()),
+        format!("echo 1 > {}", pidfile.display()),
+        format!(
+            "echo 1 > {}/x && mv {}/x {}",
+            run.display(),
+            run.display(),
+            pidfile.display()
+        ),
+        format!("ln -s /proc/self/stat {}/picosnitch.x", run.display()),
+    ] {
+        let (code, out) = as_nobody(&["sh", "-c", &attack]);
+        assert_ne!(code, 0, "nobody could: {attack}\n{out}");
+        assert!(out.contains("Permission denied"), "{attack}: {out}");
+    }
+    // status as nobody names the real daemon.
+    let nobody_status = || {
+        as_nobody(&[
+            "env",
+            &format!("PICOSNITCH_ROOT={}", r.display()),
+            BIN,
+            "status",
+        ])
+    };
+    let (code, out) = nobody_status();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("daemon:    running (pid {pid})")),
+        "{out}"
+    );
+
+    // With nobody's locks on the pid file, stop and start still work: no exit 75.
+    let (code, out, err) = verb(r, &["stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("stopped (pid {pid})")), "{out}");
+    assert!(!pidfile.exists(), "the published pid goes with the daemon");
+    let (code, out, err) = verb(r, &["start"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pid = pid_from(&out);
+    assert!(alive(pid));
+
+    // A second daemon is refused by the lock before it loads any program.
+    let cfg = r.join("etc/picosnitch/config.toml");
+    let t = std::time::Instant::now();
+    let second = Command::new(BIN)
+        .args(["start-no-daemon", "--config"])
+        .arg(&cfg)
+        .env("PICOSNITCH_ROOT", r)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(75), "{err}");
+    assert!(
+        err.contains(&format!(
+            "picosnitch is already running (lock {} is held, pid {pid})",
+            lock.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("hook"), "it loaded programs first: {err}");
+    assert!(t.elapsed() < SECS(2), "{:?}", t.elapsed());
+    drop(locks);
+
+    // A pid file naming another process: stop does not signal it, status does not report it.
+    let sleeper = Sleeper(Command::new("sleep").arg("120").spawn().unwrap());
+    let foreign = sleeper.0.id() as i32;
+    std::fs::write(&pidfile, format!("{foreign}\n")).unwrap();
+    let (code, out, err) = verb(r, &["stop"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "{} names pid {foreign}, which is not picosnitch (it runs /usr/bin/sleep): not signalled",
+            pidfile.display()
+        )),
+        "{err}"
+    );
+    assert!(alive(foreign) && alive(pid), "{err}");
+    let (code, out) = nobody_status();
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains(&format!("pid {foreign}, which is not picosnitch")),
+        "{out}"
+    );
+    // Put right, the daemon stops; the same stale file then names no running daemon.
+    std::fs::write(&pidfile, format!("{pid}\n")).unwrap();
+    let (code, out, err) = verb(r, &["stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!alive(pid));
+    std::fs::write(&pidfile, format!("{foreign}\n")).unwrap();
+    let (code, out, err) = verb(r, &["stop"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, "picosnitch is not running"),
+        "{err}"
+    );
+    let (code, out, _) = verb(r, &["status"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("daemon:    not running"), "{out}");
+    assert!(alive(foreign), "the foreign process was signalled");
+}

@@ -1,12 +1,6 @@
-//! service::limits: the daemon's resource limits: the soft limit on open files raised to the hard
-//! one at start (API connections and fanotify marks are descriptors), and the ordinary limits a
-//! helper the daemon spawns gets back (no locked memory of the daemon's, no raised priority).
+//! service::limits: the daemon's soft limit on open files, raised to the hard one at start (API
+//! connections and fanotify marks are descriptors).
 use std::io;
-
-/// The locked-memory limit a spawned helper gets: the kernel's default since 5.16 (8 MiB).
-pub const HELPER_MEMLOCK: libc::rlim_t = 8 << 20;
-/// The nice value a spawned helper gets (the daemon runs at -10).
-pub const HELPER_NICE: libc::c_int = 0;
 
 fn get(resource: libc::__rlimit_resource_t) -> io::Result<libc::rlimit> {
     let mut r = libc::rlimit {
@@ -45,24 +39,6 @@ pub fn raise_nofile() {
         Ok((_, after)) => tracing::debug!("open files: soft limit {after}"),
         Err(e) => tracing::warn!("cannot raise the soft limit on open files: {e}"),
     }
-}
-
-/// In a child between fork and exec: ordinary priority and locked-memory limit. Only raw system
-/// calls, no allocation (async-signal-safe).
-pub fn reset_for_helper() -> io::Result<()> {
-    let memlock = libc::rlimit {
-        rlim_cur: HELPER_MEMLOCK,
-        rlim_max: HELPER_MEMLOCK,
-    };
-    // SAFETY: plain system calls on the calling process with values we own.
-    unsafe {
-        if libc::setpriority(libc::PRIO_PROCESS, 0, HELPER_NICE) != 0
-            || libc::setrlimit(libc::RLIMIT_MEMLOCK, &memlock) != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

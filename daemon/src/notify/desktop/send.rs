@@ -58,7 +58,7 @@ pub fn send_as_user(
     unsafe {
         command.pre_exec(move || {
             // Not the daemon's Nice=-10 nor its unlimited locked memory.
-            crate::service::limits::reset_for_helper()?;
+            ordinary_limits()?;
             become_user(uid, gid, &groups)
         });
     }
@@ -115,6 +115,35 @@ pub fn send_as_user(
             stderr,
         })
     }
+}
+
+/// The locked-memory limit of a helper: the kernel's default since 5.16 (8 MiB), not the daemon's
+/// LimitMEMLOCK=infinity.
+pub const HELPER_MEMLOCK: libc::rlim_t = 8 << 20;
+/// The nice value of a helper, not the daemon's -10.
+pub const HELPER_NICE: libc::c_int = 0;
+
+/// In the child: ordinary priority and locked-memory limit, [`HELPER_MEMLOCK`] or the hard limit
+/// when that is lower (raw system calls only).
+fn ordinary_limits() -> std::io::Result<()> {
+    let mut memlock = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on the calling process with values we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut memlock) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        memlock.rlim_max = memlock.rlim_max.min(HELPER_MEMLOCK);
+        memlock.rlim_cur = memlock.rlim_max;
+        if libc::setpriority(libc::PRIO_PROCESS, 0, HELPER_NICE) != 0
+            || libc::setrlimit(libc::RLIMIT_MEMLOCK, &memlock) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// In the child: drop every root credential for good, groups first (only root may set them).
@@ -242,6 +271,60 @@ mod tests {
         }
         let out = command.output().expect("run id as nobody");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "65534\n65534 4242\n");
+    }
+
+    #[test]
+    fn the_helper_runs_without_the_daemons_priority_and_memlock() {
+        // SAFETY: getuid cannot fail.
+        assert_eq!(
+            unsafe { libc::getuid() },
+            0,
+            "only root can change credentials"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let helper = dir.path().join("helper");
+        std::fs::write(
+            &helper,
+            "#!/bin/sh\necho \"uid=$(id -u) nice=$(cut -d' ' -f19 /proc/$$/stat) \
+             memlock=$(ulimit -l)\" >&2\nexit 3\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        // This thread as the daemon runs: nice -10 (per thread on Linux), and a memlock limit
+        // of its own: the soft one at 1 MiB (raising it above the hard one would need
+        // CAP_SYS_RESOURCE), so the helper's is not inherited.
+        let mut saved = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain system calls on this thread and process, with values we own.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut saved), 0);
+            let daemons = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: saved.rlim_max,
+            };
+            assert_eq!(libc::setpriority(libc::PRIO_PROCESS, 0, -10), 0);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_MEMLOCK, &daemons), 0);
+        }
+        let err = send_as_user(&helper, 65534, 65534, Path::new("/nonexistent/bus"), &[]);
+        // SAFETY: as above.
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &saved);
+        }
+        let want = saved.rlim_max.min(HELPER_MEMLOCK) / 1024;
+        match err {
+            Err(DesktopError::Helper { stderr, .. }) => {
+                assert_eq!(stderr, format!("uid=65534 nice=0 memlock={want}"))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
