@@ -222,7 +222,11 @@ mod tests {
         // Each round of CONCURRENT queries passes the gate together.
         let rounds = (CONCURRENT + QUEUED) / CONCURRENT;
         let g = gate.clone();
-        let opener = std::thread::spawn(move || (0..rounds).for_each(|_| drop(g.wait())));
+        let opener = std::thread::spawn(move || {
+            for _ in 0..rounds {
+                g.wait();
+            }
+        });
         for h in held {
             h.await.unwrap().unwrap();
         }
