@@ -322,9 +322,9 @@ fn bad_rows_are_skipped_counted_and_named_and_null_stays_unknown() {
         format!("{p2}: row 8 skipped: column send holds text where a whole number belongs"),
         format!("{p2}: row 9 skipped: column contime is NULL: the row has no time"),
         format!("{p2}: 6 rows imported into "),
-        format!(" (picosnitch 2), 4 rows skipped"),
+        " (picosnitch 2), 4 rows skipped".to_string(),
         format!("{p1}: row 3 skipped: column contime is not 'YYYY-MM-DD HH:MM:SS': \"yesterday\""),
-        format!(" (picosnitch 1), 1 rows skipped"),
+        " (picosnitch 1), 1 rows skipped".to_string(),
     ] {
         assert!(err.contains(&line), "no {line:?} in\n{err}");
     }

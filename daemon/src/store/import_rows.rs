@@ -216,18 +216,18 @@ mod tests {
             .unwrap();
         let mut rows = st.query([]).unwrap();
         let r = rows.next().unwrap().unwrap();
-        assert_eq!(uid(&r, 0), Ok(UNKNOWN_UID));
-        assert_eq!(text(&r, 0), Ok(String::new()));
-        assert_eq!(port(&r, 0), Ok(-1));
+        assert_eq!(uid(r, 0), Ok(UNKNOWN_UID));
+        assert_eq!(text(r, 0), Ok(String::new()));
+        assert_eq!(port(r, 0), Ok(-1));
         assert_eq!(
-            text(&r, 1),
+            text(r, 1),
             Err("column b holds a blob where text belongs".into())
         );
-        assert_eq!(text(&r, 2), Err("column c is not valid UTF-8".into()));
+        assert_eq!(text(r, 2), Err("column c is not valid UTF-8".into()));
         assert_eq!(
-            int(&r, 3),
+            int(r, 3),
             Err("column d holds a real number where a whole number belongs".into())
         );
-        assert_eq!(int(&r, 4), Ok(Some(7)));
+        assert_eq!(int(r, 4), Ok(Some(7)));
     }
 }
