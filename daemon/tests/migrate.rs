@@ -422,7 +422,7 @@ fn a_statement_that_runs_too_long_is_stopped() {
     // Every row's command line costs tens of milliseconds to compute.
     c.execute_batch(
         "CREATE TABLE connections (contime text, send integer, recv integer, exe text, name text,
-         cmdline text AS (length(hex(zeroblob(30000000 + length(name) + send))) || name), sha256 text, pexe text,
+         cmdline text AS (length(hex(zeroblob(8000000 + length(name) + send))) || name), sha256 text, pexe text,
          pname text, pcmdline text, psha256 text, uid integer, lport integer, rport integer,
          laddr text, raddr text, domain text);
          PRAGMA user_version = 3;

@@ -165,8 +165,9 @@ impl Source {
         let deadline = Arc::new(AtomicU64::new(u64::MAX));
         let epoch = Instant::now();
         let d = deadline.clone();
+        // Checked every 1,000 virtual machine steps: a step may be one costly function call.
         conn.progress_handler(
-            10_000,
+            1_000,
             Some(move || epoch.elapsed().as_millis() as u64 > d.load(Ordering::Relaxed)),
         );
         Ok(Source {
