@@ -133,6 +133,11 @@ impl Waiting {
         out
     }
 
+    /// Some written-to executable is being rehashed.
+    pub fn has_modified(&self) -> bool {
+        !self.modified.is_empty()
+    }
+
     /// Decisions for written-to executables whose new hash arrived and differs.
     pub fn modified(&mut self, cache: &ExeCache) -> Vec<Decision> {
         let mut out = Vec::new();

@@ -238,7 +238,13 @@ impl Writer {
     fn run(&mut self, rx: &mpsc::Receiver<Msg>) -> Result<(), String> {
         let mut last_retention: Option<Instant> = None;
         loop {
-            let msg = rx.recv_timeout(Duration::from_secs(1));
+            // A rehash in the pool is looked for often, so "modified on disk" is reported soon.
+            let wait = if self.waiting.has_modified() {
+                Duration::from_millis(50)
+            } else {
+                Duration::from_secs(1)
+            };
+            let msg = rx.recv_timeout(wait);
             let stop = matches!(
                 msg,
                 Ok(Msg::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected)
