@@ -61,6 +61,13 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     let _pidfile = match PidFile::acquire(&paths.pidfile) {
         Ok(p) => p,
         Err(e @ PidFileError::Running { .. }) => return fatal(e, EXIT_TEMPFAIL),
+        // Only root may take the lock: without privileges this is the first thing refused.
+        Err(e) if !is_root() => {
+            return fatal(
+                format!("{e}: picosnitch must run as root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN)"),
+                EXIT_NOPERM,
+            )
+        }
         Err(e) => return fatal(e, EXIT_CANTCREAT),
     };
     service::limits::raise_nofile();
@@ -349,4 +356,10 @@ fn apply_data_access(db: &Path, data: DataAccess) {
             }
         }
     }
+}
+
+/// This process runs as root.
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }

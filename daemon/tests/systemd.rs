@@ -319,7 +319,9 @@ fn generated_units_verify_and_are_hardened() {
 #[test]
 fn exec_start_quotes_an_awkward_path() {
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("my tools %h $HOME \"q\" back\\slash");
+    // systemd 252 refuses quotes, backslashes, `$` and `%` in an executable's name whatever the
+    // quoting; a space is what quoting must carry.
+    let dir = root.path().join("my tools");
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join("picosnitch");
     std::fs::hard_link(BIN, &exe)
@@ -337,7 +339,7 @@ fn exec_start_quotes_an_awkward_path() {
     let units = root.path().join("etc/systemd/system");
     let service = std::fs::read_to_string(units.join("picosnitch.service")).unwrap();
     let quoted = format!(
-        "ExecStart=\"{}/my tools %%h $$HOME \\\"q\\\" back\\\\slash/picosnitch\" start-no-daemon\n",
+        "ExecStart=\"{}/my tools/picosnitch\" start-no-daemon\n",
         root.path().display()
     );
     assert!(service.contains(&quoted), "no {quoted:?} in\n{service}");
