@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long the main loop waits for one read that may block.
-pub const DEADLINE: Duration = Duration::from_millis(250);
+pub const DEADLINE: Duration = Duration::from_secs(1);
 /// Helper threads that may be stuck in the kernel at once, per kind of read.
 pub const MAX_STUCK: usize = 8;
 /// Stack of a helper thread: they only make system calls and copy small buffers.
