@@ -362,4 +362,6 @@ impl Names {
 }
 
 #[cfg(test)]
+mod name_property;
+#[cfg(test)]
 mod tests;
