@@ -54,6 +54,12 @@ impl Filter {
         self.rules == Rules::default()
     }
 
+    /// Whether rows of an executable with this hash are dropped (`ignore_sha256`): also asked
+    /// when a hash stored as `!pending` arrives.
+    pub fn ignores_sha256(&self, sha256: &str) -> bool {
+        self.sha256.contains(sha256)
+    }
+
     /// Whether a row is dropped by an ignore list.
     pub fn ignores(&self, k: &RowKey) -> bool {
         let port = |p: i32| u16::try_from(p).is_ok_and(|p| self.ports.contains(&p));
@@ -69,7 +75,7 @@ impl Filter {
         {
             return true;
         }
-        if self.sha256.contains(&k.exe.sha256) {
+        if self.ignores_sha256(&k.exe.sha256) {
             return true;
         }
         // Remote address first, then local.

@@ -337,7 +337,11 @@ impl Writer {
     /// Rows stored as `!pending` whose hash arrived now name the hashed executable.
     fn complete_hashes(&mut self) {
         for c in self.waiting.completed(&self.cache) {
-            match self.store.complete_hash(&c.pending, &c.done, c.since) {
+            let ignored = self.opts.filter.ignores_sha256(&c.done.sha256);
+            match self
+                .store
+                .complete_hash(&c.pending, &c.done, c.since, ignored)
+            {
                 Ok(n) => tracing::debug!(exe = c.done.exe, columns = n, "completed a pending hash"),
                 Err(e) => tracing::error!("cannot complete a pending hash: {e}"),
             }

@@ -1,5 +1,6 @@
 //! log_rules: the `[log]` section of the config file reaches the daemon's row filter: an ignored
-//! sha256 leaves no rows, `addresses = false` stores rows without addresses.
+//! sha256 leaves no rows (also when its hash arrives after its window was stored as `!pending`),
+//! `addresses = false` stores rows without addresses.
 mod common;
 
 use common::*;
@@ -8,7 +9,17 @@ use std::process::Command;
 #[test]
 fn the_config_file_log_section_filters_stored_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let ignored = copy_exe(&trafficgen(), dir.path(), "tg-ignored");
+    // 192 MiB of padding: its hash takes long enough that its rows are often stored `!pending`
+    // first and dropped when the hash arrives.
+    let ignored = dir.path().join("tg-ignored");
+    let mut padded = std::fs::read(trafficgen()).unwrap();
+    padded.resize(padded.len() + (192 << 20), 0);
+    std::fs::write(&ignored, padded).unwrap();
+    std::fs::set_permissions(
+        &ignored,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     // A different binary: the generator with one byte appended still runs the same.
     let kept = dir.path().join("tg-kept");
     let mut bytes = std::fs::read(trafficgen()).unwrap();

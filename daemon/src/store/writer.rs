@@ -308,12 +308,15 @@ impl Store {
     }
 
     /// Completes rows stored since `since` with the executable `pending` (a `!pending` hash):
-    /// they now name `done`, the same executable with its hash. Returns the columns updated.
+    /// they now name `done`, the same executable with its hash; with `drop_exe_rows` (its hash is
+    /// ignored by `[log]`) the rows it is the executable of are deleted instead. Returns the rows
+    /// changed.
     pub fn complete_hash(
         &mut self,
         pending: &ExeIdent,
         done: &ExeIdent,
         since: i64,
+        drop_exe_rows: bool,
     ) -> Result<usize, StoreError> {
         let run = |conn: &mut Connection| -> rusqlite::Result<usize> {
             let tx = conn.transaction()?;
@@ -334,6 +337,13 @@ impl Store {
             ])?;
             let new = find(done)?;
             let mut n = 0;
+            if drop_exe_rows {
+                // Its hash is in `[log] ignore_sha256`: the rows it sent are not kept.
+                n += tx.execute(
+                    "DELETE FROM connections WHERE exe_id = ?1 AND contime >= ?2",
+                    params![old, since],
+                )?;
+            }
             for col in ["exe_id", "pexe_id", "gpexe_id"] {
                 n += tx.execute(
                     &format!(
