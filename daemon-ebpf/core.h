@@ -97,6 +97,29 @@ struct inode {
 	struct super_block *i_sb;
 } PRESERVE;
 
+/* The inode's change time has had three layouts; CO-RE picks the one the kernel has. */
+struct timespec64 {
+	__s64 tv_sec;
+	long tv_nsec;
+} PRESERVE;
+
+/* Up to 6.5. */
+struct inode___ctime_ts {
+	struct timespec64 i_ctime;
+} PRESERVE;
+
+/* 6.6 to 6.10. */
+struct inode___ctime_hidden {
+	struct timespec64 __i_ctime;
+} PRESERVE;
+
+/* From 6.11: seconds and nanoseconds apart (the top bits of the nanoseconds are flags since
+ * multigrain timestamps, 6.13). */
+struct inode___ctime_split {
+	__s64 i_ctime_sec;
+	__u32 i_ctime_nsec;
+} PRESERVE;
+
 struct file {
 	struct inode *f_inode;
 	void *private_data;

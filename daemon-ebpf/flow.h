@@ -37,6 +37,28 @@ static __always_inline void task_exe(struct task_struct *t, __u64 *ino, __u32 *d
 	*dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
 }
 
+/* The change time (ns) of a task's executable: what the daemon hashes must still have it. */
+static __always_inline __u64 task_exe_ctime(struct task_struct *t)
+{
+	struct inode *i = BPF_CORE_READ(t, mm, exe_file, f_inode);
+	__s64 sec = 0;
+	__u32 nsec = 0;
+	if (!i)
+		return 0;
+	if (bpf_core_field_exists(((struct inode___ctime_split *)i)->i_ctime_sec)) {
+		sec = BPF_CORE_READ((struct inode___ctime_split *)i, i_ctime_sec);
+		nsec = BPF_CORE_READ((struct inode___ctime_split *)i, i_ctime_nsec);
+	} else if (bpf_core_field_exists(((struct inode___ctime_hidden *)i)->__i_ctime)) {
+		sec = BPF_CORE_READ((struct inode___ctime_hidden *)i, __i_ctime.tv_sec);
+		nsec = BPF_CORE_READ((struct inode___ctime_hidden *)i, __i_ctime.tv_nsec);
+	} else {
+		sec = BPF_CORE_READ((struct inode___ctime_ts *)i, i_ctime.tv_sec);
+		nsec = BPF_CORE_READ((struct inode___ctime_ts *)i, i_ctime.tv_nsec);
+	}
+	/* Nanoseconds stay below 2^30; higher bits are flags (I_CTIME_QUERIED). */
+	return (__u64)sec * 1000000000ULL + (nsec & ((1U << 30) - 1));
+}
+
 /* Fills the remote end from the socket; returns true when the socket is connected. */
 static __always_inline bool sock_peer(struct sock *sk, __u16 family, struct flow_key *k)
 {

@@ -31,6 +31,7 @@ static __always_inline void emit_proc(__u32 kind, struct task_struct *t, __u32 p
 	e->gpexe_dev = 0;
 	e->pad2 = 0;
 	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->exe_ctime_ns = kind == PROC_EXEC ? task_exe_ctime(t) : 0;
 	if (path)
 		bpf_probe_read_kernel_str(e->path, sizeof(e->path), path);
 	if (kind == PROC_EXEC) {

@@ -62,6 +62,8 @@ struct proc_event {
 	__u32 gpexe_dev;
 	__u32 pad2;
 	__u64 cgroup_id; /* cgroup v2 id of the task */
+	/* exec: the executable's change time (ns) as it was executed, naming this run's content */
+	__u64 exe_ctime_ns;
 };
 
 /* Bytes of a DNS message copied to the daemon: the EDNS payload size most resolvers use, so a

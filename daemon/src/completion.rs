@@ -13,6 +13,8 @@ pub const MAX_WAITING: usize = 4096;
 /// A stored executable level whose hash was not ready.
 struct Pending {
     file: FileId,
+    /// The version of its content the run executed (change time, 0: the current content).
+    version: i64,
     ident: Arc<ExeIdent>,
     /// The window it was stored in: rows from then on are completed.
     since: i64,
@@ -37,8 +39,8 @@ pub struct Waiting {
 
 impl Waiting {
     /// Remembers the `!pending` executables of a window just handed to the store.
-    pub fn add_pending(&mut self, list: Vec<(FileId, Arc<ExeIdent>)>, rows: &[Row]) {
-        for (file, wanted) in list {
+    pub fn add_pending(&mut self, list: Vec<(FileId, i64, Arc<ExeIdent>)>, rows: &[Row]) {
+        for (file, version, wanted) in list {
             // As stored: the [log] rules may have blanked its command line.
             let same = |i: &Arc<ExeIdent>| i.exe == wanted.exe && i.sha256 == wanted.sha256;
             let found = rows.iter().find_map(|r| {
@@ -55,7 +57,7 @@ impl Waiting {
             if self
                 .pending
                 .iter()
-                .any(|p| p.file == file && p.ident == ident)
+                .any(|p| p.file == file && p.version == version && p.ident == ident)
             {
                 continue;
             }
@@ -68,6 +70,7 @@ impl Waiting {
             }
             self.pending.push(Pending {
                 file,
+                version,
                 since: row.contime,
                 ident,
                 row: row.clone(),
@@ -105,7 +108,11 @@ impl Waiting {
             if cache.get(p.file).is_none() {
                 return false;
             }
-            let Some(hash) = cache.hash_ready(p.file) else {
+            let Some(hash) = cache.run_hash(p.file, p.version) else {
+                if p.version != 0 {
+                    // Asked again if its job was refused (queue full).
+                    cache.want(p.file, p.version);
+                }
                 return true;
             };
             let done = Arc::new(ExeIdent {

@@ -95,6 +95,9 @@ pub enum ProcEvent {
         /// The file name given to execve; a hint, verified against `exe` before use.
         path: String,
         cgroup: u64,
+        /// The executable's change time (ns) when it was executed: the version of its content
+        /// this run has (0: not known).
+        exe_ctime_ns: u64,
         parent: KernelProc,
         grandparent: KernelProc,
     },

@@ -26,7 +26,7 @@ pub struct Pipeline {
     window: Window,
     sink: Sink,
     last_stats: [u64; STAT_NAMES.len()],
-    last_ident: [u64; 5],
+    last_ident: [u64; 6],
     last_dns: crate::dns::Counters,
     last_capacity_warning: Option<Instant>,
     watcher: Option<Arc<Watcher>>,
@@ -71,7 +71,7 @@ impl Pipeline {
             window: Window::default(),
             sink,
             last_stats: [0; STAT_NAMES.len()],
-            last_ident: [0; 5],
+            last_ident: [0; 6],
             last_dns: Default::default(),
             last_capacity_warning: None,
             watcher,
@@ -122,6 +122,7 @@ impl Pipeline {
             ("hash_pending", &h.pending),
             ("hash_too_large", &h.too_large),
             ("hash_timeout", &h.timeout),
+            ("hash_modified", &h.modified_before_hash),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
@@ -322,6 +323,7 @@ impl Pipeline {
             c.container_unresolved.load(Ordering::Relaxed),
             h.too_large.load(Ordering::Relaxed),
             h.timeout.load(Ordering::Relaxed),
+            h.modified_before_hash.load(Ordering::Relaxed),
         ];
         let names = [
             "exe_unavailable",
@@ -329,6 +331,7 @@ impl Pipeline {
             "container_unresolved",
             "hash_too_large",
             "hash_timeout",
+            "hash_modified",
         ];
         for i in 0..ident.len() {
             let grew = ident[i].saturating_sub(self.last_ident[i]);

@@ -70,7 +70,8 @@ impl Window {
 #[derive(Debug, Default)]
 pub struct Hashed {
     pub rows: Vec<Row>,
-    pub pending: Vec<(FileId, Arc<ExeIdent>)>,
+    /// The file, the version of its content (change time, 0: current) and what was stored.
+    pub pending: Vec<(FileId, i64, Arc<ExeIdent>)>,
 }
 
 impl Closed {
@@ -100,7 +101,7 @@ impl Closed {
                     });
                     if i.sha256 == HASH_PENDING {
                         cache.hash_counters.pending.fetch_add(1, Ordering::Relaxed);
-                        pending.push((p.file, i.clone()));
+                        pending.push((p.file, p.ctime, i.clone()));
                     }
                     i
                 })

@@ -61,6 +61,7 @@ pub struct RawProcEvent {
     pub gpexe_dev: u32,
     pub pad2: u32,
     pub cgroup_id: u64,
+    pub exe_ctime_ns: u64,
 }
 
 /// Bytes of a DNS message the kernel copies (DNS_CAPTURE in records.h).
@@ -233,6 +234,7 @@ pub fn proc_event(bytes: &[u8]) -> Option<ProcEvent> {
             comm: comm_str(&e.comm),
             path: comm_str(&e.path),
             cgroup: e.cgroup_id,
+            exe_ctime_ns: e.exe_ctime_ns,
             parent: KernelProc {
                 tgid: e.ppid,
                 exe: FileId::from_kernel(e.pexe_dev, e.pexe_ino),
@@ -261,7 +263,7 @@ mod tests {
     fn layouts_match_records_h() {
         assert_eq!(std::mem::size_of::<FlowKey>(), 32);
         assert_eq!(std::mem::size_of::<FlowVal>(), 144);
-        assert_eq!(std::mem::size_of::<RawProcEvent>(), 352);
+        assert_eq!(std::mem::size_of::<RawProcEvent>(), 360);
         assert_eq!(std::mem::size_of::<RawDnsEvent>(), 56 + DNS_CAPTURE);
         assert_eq!(DNS_HEADER, 56);
     }

@@ -1,8 +1,12 @@
 //! exe_cache.rs: open executables kept by (dev & st_dev_mask, ino) and their sha256, hashed from
-//! the fd by the hash pool as soon as a file is cached; lookups never block.
+//! the fd by the hash pool as soon as a file is cached or a run of a new version of it is seen
+//! (each run's hash is its content's: see `versions`); lookups never block.
 use super::fanotify::Watcher;
-use super::hash_pool::{HashCounters, HashPool, Job, Limits, Outcome, Source, Stamp};
+use super::hash_pool::{
+    HashCounters, HashPool, Job, Limits, Outcome, Source, Stamp, HASH_MODIFIED,
+};
 use super::procfs::OpenedExe;
+use super::versions::Versions;
 use crate::model::FileId;
 use lru::LruCache;
 use std::collections::{HashMap, HashSet};
@@ -39,9 +43,12 @@ struct Hashed {
 
 #[derive(Default)]
 struct Hashes {
+    /// The hash of each file's content as it is now (forgotten when it is written to).
     done: HashMap<FileId, Hashed>,
-    /// Keys with a job queued or running.
-    inflight: HashSet<FileId>,
+    /// The hash of each version of a file's content that ran, by change time.
+    runs: Versions,
+    /// Keys with a job queued or running: for the current content (None) or one version.
+    inflight: HashSet<(FileId, Option<i64>)>,
 }
 
 #[derive(Clone)]
@@ -93,7 +100,7 @@ impl ExeCache {
             .done
             .remove(&key)
             .map(|h| h.hash);
-        self.request(key, None);
+        self.request(key, None, None);
         old
     }
 
@@ -131,8 +138,9 @@ impl ExeCache {
     }
 
     /// Keeps an opened executable unless one with the same key is cached, and starts hashing
-    /// it. The file the cache drops to make room loses its fanotify mark and its hash.
-    pub fn insert(&self, opened: OpenedExe) {
+    /// it (as version `version` of its content when a run's change time is known). The file the
+    /// cache drops to make room loses its fanotify mark and its hash.
+    pub fn insert(&self, opened: OpenedExe, version: Option<i64>) {
         let key = self.key(opened.id);
         let evicted = {
             let mut open = self.open.lock().expect("exe cache lock");
@@ -153,7 +161,20 @@ impl ExeCache {
         if let Some((old, exe)) = evicted {
             self.drop_evicted(old, &exe);
         }
-        self.request(key, None);
+        self.request(key, None, version);
+    }
+
+    /// A run of version `ctime` (change time at exec, ns) of a cached file was seen: its content
+    /// is hashed now, while the run holds it unwritable, unless that version is known.
+    pub fn want(&self, id: FileId, ctime: i64) {
+        let key = self.key(id);
+        let known = {
+            let h = self.hashes.lock().expect("hash cache lock");
+            h.runs.get(key, ctime).is_some()
+        };
+        if !known {
+            self.request(key, None, Some(ctime));
+        }
     }
 
     /// A file left the cache: its mark and its hash go with it.
@@ -163,11 +184,9 @@ impl ExeCache {
                 tracing::debug!("cannot remove the fanotify mark of {}: {e}", exe.path);
             }
         }
-        self.hashes
-            .lock()
-            .expect("hash cache lock")
-            .done
-            .remove(&key);
+        let mut h = self.hashes.lock().expect("hash cache lock");
+        h.done.remove(&key);
+        h.runs.remove(key);
     }
 
     pub fn get(&self, id: FileId) -> Option<Arc<CachedExe>> {
@@ -178,42 +197,40 @@ impl ExeCache {
             .cloned()
     }
 
-    /// Queues a hash of a cached file unless one is queued or running.
-    fn request(&self, key: FileId, known: Option<Stamp>) {
+    /// Queues a hash of a cached file (its current content, or version `version`) unless one is
+    /// queued or running.
+    fn request(&self, key: FileId, known: Option<Stamp>, version: Option<i64>) {
         let Some(exe) = self.get(key) else { return };
         if !self
             .hashes
             .lock()
             .expect("hash cache lock")
             .inflight
-            .insert(key)
+            .insert((key, version))
         {
             return;
         }
         let hashes = self.hashes.clone();
+        let counters = self.hash_counters.clone();
+        let path = exe.path.clone();
         let job = Job {
             file: exe,
             known,
+            version,
             done: Box::new(move |o: Outcome| {
                 let mut h = hashes.lock().expect("hash cache lock");
-                h.inflight.remove(&key);
-                let checked = Instant::now();
-                match o.hash {
-                    Some(hash) => {
-                        h.done.insert(
-                            key,
-                            Hashed {
-                                hash,
-                                stamp: o.stamp,
-                                checked,
-                            },
-                        );
-                    }
-                    None => {
-                        if let Some(d) = h.done.get_mut(&key) {
-                            d.checked = checked;
-                        }
-                    }
+                h.inflight.remove(&(key, version));
+                record(&mut h, key, version, o);
+                let lost = version.is_some_and(|v| h.runs.get(key, v) == Some(HASH_MODIFIED));
+                if lost {
+                    counters
+                        .modified_before_hash
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(
+                        exe = path,
+                        "{path} was written to after a run executed it and before its content \
+                         was hashed: that run is stored as {HASH_MODIFIED}"
+                    );
                 }
             }),
         };
@@ -222,8 +239,19 @@ impl ExeCache {
                 .lock()
                 .expect("hash cache lock")
                 .inflight
-                .remove(&key);
+                .remove(&(key, version));
         }
+    }
+
+    /// The hash of version `ctime` of a cached file if it is known (ctime 0: the current
+    /// content's, as `hash_ready`); never asks for it.
+    pub fn run_hash(&self, id: FileId, ctime: i64) -> Option<String> {
+        if ctime == 0 {
+            return self.hash_ready(id);
+        }
+        let key = self.key(id);
+        let h = self.hashes.lock().expect("hash cache lock");
+        h.runs.get(key, ctime).map(str::to_string)
     }
 
     /// sha256 of a cached executable if it is ready, without blocking; otherwise it is asked
@@ -241,22 +269,29 @@ impl ExeCache {
             Some((hash, stamp, stale)) => {
                 // Without fanotify, a change is seen by size and mtime.
                 if self.watcher.is_none() && stale {
-                    self.request(key, stamp);
+                    self.request(key, stamp, None);
                 }
                 Some(hash)
             }
             None => {
-                self.request(key, None);
+                self.request(key, None, None);
                 None
             }
         }
     }
 
-    /// sha256 of a cached executable, `!pending` when it is not ready yet; None when the file
-    /// is not cached. Never blocks.
-    pub fn sha256(&self, id: FileId) -> Option<String> {
+    /// sha256 of the content a run executed (version `ctime`; 0: not known, the current
+    /// content's), `!pending` when it is not ready yet (it is asked for); None when the file is
+    /// not cached. Never blocks.
+    pub fn sha256(&self, id: FileId, ctime: i64) -> Option<String> {
         self.get(id)?;
-        Some(self.hash_ready(id).unwrap_or_else(|| HASH_PENDING.into()))
+        if ctime == 0 {
+            return Some(self.hash_ready(id).unwrap_or_else(|| HASH_PENDING.into()));
+        }
+        Some(self.run_hash(id, ctime).unwrap_or_else(|| {
+            self.want(id, ctime);
+            HASH_PENDING.into()
+        }))
     }
 
     /// Waits up to `timeout` for the hash of a cached file (tests; never the writer).
@@ -272,6 +307,32 @@ impl ExeCache {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+/// Keeps what a hash job found: the current content's hash (unless the file changed under it)
+/// and the version it names.
+fn record(h: &mut Hashes, key: FileId, version: Option<i64>, o: Outcome) {
+    let checked = Instant::now();
+    let Some(hash) = o.hash else {
+        // Unchanged since the hash already known.
+        if let Some(d) = h.done.get_mut(&key) {
+            d.checked = checked;
+        }
+        return;
+    };
+    if let Some(v) = version.or(o.stamp.map(|s| s.ctime_ns)) {
+        h.runs.insert(key, v, hash.clone());
+    }
+    if hash != HASH_MODIFIED && (version.is_none() || !h.done.contains_key(&key)) {
+        h.done.insert(
+            key,
+            Hashed {
+                hash,
+                stamp: o.stamp,
+                checked,
+            },
+        );
     }
 }
 
@@ -338,7 +399,7 @@ mod tests {
         let o = opened(&p);
         let id = o.id;
         let cache = ExeCache::new(4, u64::MAX);
-        cache.insert(o);
+        cache.insert(o, None);
         let first = cache.wait_hash(id, Duration::from_secs(10)).unwrap();
         assert_eq!(
             first,
@@ -357,6 +418,65 @@ mod tests {
         );
     }
 
+    fn ctime_of(p: &std::path::Path) -> i64 {
+        let m = std::fs::metadata(p).unwrap();
+        m.ctime() * 1_000_000_000 + m.ctime_nsec()
+    }
+
+    fn wait_run(cache: &ExeCache, id: FileId, ctime: i64) -> String {
+        let t = Instant::now();
+        loop {
+            match cache.sha256(id, ctime).unwrap() {
+                h if h != HASH_PENDING => return h,
+                _ => assert!(t.elapsed() < Duration::from_secs(10), "no hash"),
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Each version of a file's content keeps its own hash; a version whose content is gone
+    /// before it was hashed is `!modified`, never the hash of what replaced it.
+    #[test]
+    fn each_version_keeps_its_hash_and_a_lost_one_is_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        let first = ctime_of(&p);
+        let o = opened(&p);
+        let id = o.id;
+        let cache = ExeCache::new(4, u64::MAX);
+        cache.insert(o, Some(first));
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(wait_run(&cache, id, first), abc);
+        std::thread::sleep(Duration::from_millis(20));
+        // In place: same inode, new change time.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"d")
+            .unwrap();
+        let second = ctime_of(&p);
+        assert_ne!(first, second);
+        cache.want(id, second);
+        let abcd = "88d4266fd4e6338d13b845fcf289579d209c897823b9217da3e161936f031589";
+        assert_eq!(wait_run(&cache, id, second), abcd);
+        assert_eq!(
+            wait_run(&cache, id, first),
+            abc,
+            "the first run keeps its hash"
+        );
+        // A run of a version never hashed before it was replaced.
+        assert_eq!(wait_run(&cache, id, second - 1), HASH_MODIFIED);
+        assert_eq!(
+            cache
+                .hash_counters
+                .modified_before_hash
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+
     #[test]
     fn a_file_over_the_cap_is_too_large_and_never_blocks() {
         let dir = tempfile::tempdir().unwrap();
@@ -366,7 +486,7 @@ mod tests {
         let id = o.id;
         let cache = ExeCache::new(4, u64::MAX);
         let t = Instant::now();
-        cache.insert(o);
+        cache.insert(o, None);
         assert!(t.elapsed() < Duration::from_millis(100));
         assert_eq!(
             cache.wait_hash(id, Duration::from_secs(10)).unwrap(),
@@ -393,7 +513,7 @@ mod tests {
             std::fs::write(&p, format!("{i}")).unwrap();
             let o = opened(&p);
             ids.push(o.id);
-            cache.insert(o);
+            cache.insert(o, None);
             cache.wait_hash(ids[i], Duration::from_secs(10)).unwrap();
         }
         assert!(cache.get(ids[0]).is_none(), "the first file is evicted");
@@ -421,7 +541,7 @@ mod tests {
         assert!(c.same_file(FileId { dev: 1, ino: 5 }, FileId { dev: 9, ino: 5 }));
         let own = procfs::open_exe(std::process::id()).unwrap();
         let id = own.id;
-        c.insert(own);
+        c.insert(own, None);
         assert!(c
             .get(FileId {
                 dev: 12345,

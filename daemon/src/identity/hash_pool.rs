@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 pub const HASH_TOO_LARGE: &str = "!too-large";
 /// Stored instead of a hash when hashing took longer than `[monitoring] hash_timeout_seconds`.
 pub const HASH_TIMEOUT: &str = "!timeout";
+/// Stored instead of a hash when the file was written to after a run executed it and before its
+/// content could be hashed: the bytes that ran are gone, and no other hash may stand for them.
+pub const HASH_MODIFIED: &str = "!modified";
 
 /// Threads that hash at the same time.
 pub const WORKERS: usize = 2;
@@ -50,10 +53,18 @@ pub struct HashCounters {
     pub timeout: AtomicU64,
     /// Workers abandoned in a read that did not return by the deadline.
     pub abandoned_workers: AtomicU64,
+    /// Runs whose executable was written to before their content was hashed (`!modified`).
+    pub modified_before_hash: AtomicU64,
 }
 
-/// Size and modification time of a file when it was hashed: another stamp means rehash.
-pub type Stamp = (u64, i128);
+/// Size, modification and change times (ns) of a file when it was hashed: another stamp means
+/// other content. The change time names a version of the content (the kernel reports it at exec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i64,
+}
 
 /// What a job found: the hash (or a `!` marker), None when the file still had stamp `known`.
 pub struct Outcome {
@@ -79,16 +90,21 @@ pub struct Job {
     pub file: Arc<dyn Source>,
     /// The stamp of the hash already known: the file is hashed only when it changed.
     pub known: Option<Stamp>,
+    /// The change time (ns) of the content wanted (a run's, reported at exec): a file with
+    /// another one before or after hashing gives [`HASH_MODIFIED`].
+    pub version: Option<i64>,
     pub done: Done,
 }
 
-fn stamp(f: &File) -> Option<Stamp> {
+/// The stamp of an open file (fstat).
+pub fn stamp(f: &File) -> Option<Stamp> {
     use std::os::unix::fs::MetadataExt;
     let m = f.metadata().ok()?;
-    Some((
-        m.size(),
-        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-    ))
+    Some(Stamp {
+        size: m.size(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+    })
 }
 
 /// What a worker is doing: since when, and the job's completion if it is abandoned.
@@ -210,8 +226,17 @@ fn worker(shared: &Shared, slot: &Slot) {
         let now = stamp(file);
         let result = if now.is_some() && now == job.known {
             Ok(None)
+        } else if job.version.is_some() && now.map(|s| s.ctime_ns) != job.version {
+            Err(Limited::Modified)
         } else {
-            hash_limited(file, shared.limits.max_bytes, deadline).map(Some)
+            hash_limited(file, shared.limits.max_bytes, deadline).and_then(|h| {
+                // Written to while it was read: the hash names no version of it.
+                if stamp(file) == now {
+                    Ok(Some(h))
+                } else {
+                    Err(Limited::Modified)
+                }
+            })
         };
         let done = slot.busy.lock().expect("slot").take().and_then(|(_, d)| d);
         if slot.abandoned.load(Ordering::SeqCst) {
@@ -236,6 +261,7 @@ fn worker(shared: &Shared, slot: &Slot) {
                 Some(HASH_TIMEOUT.to_string())
             }
             Err(Limited::Io(_)) => Some(super::exe_cache::HASH_UNREADABLE.to_string()),
+            Err(Limited::Modified) => Some(HASH_MODIFIED.to_string()),
         };
         done(Outcome { hash, stamp: now });
     }
@@ -246,6 +272,8 @@ fn worker(shared: &Shared, slot: &Slot) {
 pub enum Limited {
     TooLarge,
     Timeout,
+    /// The file does not have (or lost while being read) the content asked for.
+    Modified,
     Io(#[allow(dead_code)] std::io::Error),
 }
 
@@ -287,6 +315,7 @@ mod tests {
         let job = Job {
             file: Arc::new(file),
             known: None,
+            version: None,
             done: Box::new(move |o: Outcome| {
                 let _ = tx.send(o.hash.unwrap_or_default());
             }),
@@ -349,6 +378,7 @@ mod tests {
                     release: release.clone(),
                 }),
                 known: None,
+                version: None,
                 done: Box::new(move |o: Outcome| {
                     let _ = tx.send(o.hash.unwrap_or_default());
                 }),

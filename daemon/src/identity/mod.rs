@@ -6,6 +6,7 @@ pub mod exe_cache;
 pub mod fanotify;
 pub mod hash_pool;
 pub mod procfs;
+pub mod versions;
 
 use crate::model::{FileId, ProcEvent};
 use bounded::{Bounded, Stalled};
@@ -25,6 +26,9 @@ pub struct ProcRef {
     pub exe: String,
     pub name: String,
     pub cmdline: String,
+    /// The version of the file's content this run executed: its change time (ns) at exec, as
+    /// the kernel reported it; 0 when the exec was not seen (the current content is hashed).
+    pub ctime: i64,
     /// Why the executable is unknown; `None` when `file` is in the fd cache.
     pub error: Option<&'static str>,
 }
@@ -87,6 +91,7 @@ impl Identity {
                 comm,
                 path,
                 cgroup,
+                exe_ctime_ns,
                 ..
             } => {
                 // Named while the process lives: a short-lived container's cgroup is gone by the
@@ -94,7 +99,8 @@ impl Identity {
                 self.container(*cgroup, *tgid);
                 let ticks = procfs::ns_to_ticks(*start_ns);
                 let hint: Option<Arc<str>> = (!path.is_empty()).then(|| Arc::from(path.as_str()));
-                let p = self.open(*tgid, ticks, *exe, Some(comm), hint.as_deref());
+                let version = i64::try_from(*exe_ctime_ns).unwrap_or(0);
+                let p = self.open(*tgid, ticks, *exe, version, Some(comm), hint.as_deref());
                 self.procs.insert(
                     *tgid,
                     Entry {
@@ -175,7 +181,7 @@ impl Identity {
             }
         }
         let comm = (!comm.is_empty()).then_some(comm);
-        let p = self.open(tgid, ticks, exe, comm, hint.as_deref());
+        let p = self.open(tgid, ticks, exe, 0, comm, hint.as_deref());
         self.procs.insert(
             tgid,
             Entry {
@@ -187,12 +193,14 @@ impl Identity {
         p
     }
 
-    /// Reads a live process from /proc, or falls back to the cached fd of the kernel's (dev, ino).
+    /// Reads a live process from /proc, or falls back to the cached fd of the kernel's (dev, ino);
+    /// the content of version `ctime` (0: not known) is hashed at once.
     fn open(
         &mut self,
         tgid: u32,
         ticks: u64,
         kexe: FileId,
+        ctime: i64,
         comm: Option<&str>,
         hint: Option<&str>,
     ) -> Arc<ProcRef> {
@@ -210,7 +218,11 @@ impl Identity {
             });
         }
         let hint = hint.filter(|h| h.starts_with('/')).map(str::to_string);
+        let version = (ctime != 0).then_some(ctime);
         if let Some(cached) = self.cache.get(kexe) {
+            if ctime != 0 {
+                self.cache.want(kexe, ctime);
+            }
             // A binary already held open: only what belongs to this process is read.
             let exe = self
                 .name_of_cached(tgid, kexe, hint)
@@ -221,6 +233,7 @@ impl Identity {
                 exe,
                 name,
                 cmdline,
+                ctime,
                 error: None,
             });
         }
@@ -228,24 +241,26 @@ impl Identity {
             let cmdline = self.cmdline(tgid);
             // The path this process was started by: hard links of one binary keep their names.
             let exe = opened.path.clone();
-            self.cache.insert(opened);
+            self.cache.insert(opened, version);
             return Arc::new(ProcRef {
                 file: kexe,
                 exe,
                 name,
                 cmdline,
+                ctime,
                 error: None,
             });
         }
         // The process is gone: the file it executed, if it is still the same inode.
         if let Some(opened) = hint.and_then(|h| self.open_by_name(h, kexe)) {
             let exe = opened.path.clone();
-            self.cache.insert(opened);
+            self.cache.insert(opened, version);
             return Arc::new(ProcRef {
                 file: kexe,
                 exe,
                 name,
                 cmdline: String::new(),
+                ctime,
                 error: None,
             });
         }
@@ -258,20 +273,23 @@ impl Identity {
             exe: String::new(),
             name,
             cmdline: String::new(),
+            ctime: 0,
             error: Some("exited before its executable could be opened"),
         })
     }
 
-    /// The path a process running a cached binary was started by (hard links keep their names):
-    /// /proc/PID/exe, else the exec file name, when it still names the kernel's file.
+    /// The path a process running a cached binary was started by: /proc/PID/exe as its own mount
+    /// namespace names it (hard links and bind mounts into containers keep their names), else
+    /// the exec file name when it names the kernel's file here.
     fn name_of_cached(&self, tgid: u32, kexe: FileId, hint: Option<String>) -> Option<String> {
         let cache = self.cache.clone();
         let found = self.files.run(move || {
             let names_it =
                 |p: &String| procfs::file_id(p).is_ok_and(|id| cache.same_file(id, kexe));
-            procfs::exe_path(tgid)
+            procfs::live_exe(tgid)
                 .ok()
-                .filter(names_it)
+                .filter(|(id, _)| cache.same_file(*id, kexe))
+                .map(|(_, path)| path)
                 .or_else(|| hint.filter(names_it))
         });
         self.stalled(found).flatten()
@@ -348,7 +366,7 @@ impl Identity {
             Some(_) if p.file.is_none() => String::new(),
             Some(_) => EXE_UNAVAILABLE.to_string(),
             None => cache
-                .sha256(p.file)
+                .sha256(p.file, p.ctime)
                 .unwrap_or_else(|| EXE_UNAVAILABLE.to_string()),
         }
     }

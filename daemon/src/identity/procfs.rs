@@ -82,11 +82,29 @@ pub fn open_path(path: &str, expected: impl Fn(FileId) -> bool) -> io::Result<Op
     })
 }
 
-/// The path /proc/PID/exe names (without a " (deleted)" suffix).
-pub fn exe_path(pid: u32) -> io::Result<String> {
-    let target = std::fs::read_link(format!("/proc/{pid}/exe"))?;
+/// The file a live process runs and the path it runs it by, as its own mount namespace names it
+/// (a binary bind-mounted into a container keeps the container's name). The file is read through
+/// the /proc/PID/exe link itself (nothing is looked up by name), before and after the link is
+/// read: the path belongs to that file unless both differ.
+pub fn live_exe(pid: u32) -> io::Result<(FileId, String)> {
+    let link = format!("/proc/{pid}/exe");
+    let id = |m: std::fs::Metadata| FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+    };
+    let before = id(std::fs::metadata(&link)?);
+    let target = std::fs::read_link(&link)?;
+    let after = id(std::fs::metadata(&link)?);
+    if before != after {
+        return Err(io::Error::other(
+            "the process executed another file meanwhile",
+        ));
+    }
     let path = target.to_string_lossy();
-    Ok(path.strip_suffix(" (deleted)").unwrap_or(&path).to_string())
+    Ok((
+        after,
+        path.strip_suffix(" (deleted)").unwrap_or(&path).to_string(),
+    ))
 }
 
 /// The (dev, ino) of a path (a stat: links are followed, nothing is opened).
