@@ -15,7 +15,7 @@
  * thread that migrated in between finds someone else's slot and takes nothing). */
 struct peer_stash {
 	__u64 thread;  /* pid_tgid */
-	__u64 owner;   /* send: socket cookie; receive: socket address, 0 for UDP (any socket) */
+	__u64 owner;   /* send: socket cookie; receive: socket address or cookie */
 	__u32 len;     /* receive: bytes copied */
 	__u16 family;
 	__u16 port;
@@ -153,9 +153,58 @@ int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 	return 0;
 }
 
+/* The source of a UDP datagram udp_recvmsg() has just copied (`len` bytes) to the reader, read
+ * from its IP and UDP headers and stashed for the count that follows in the same system call: so
+ * reads that never ask for the source (recv(), recvfrom(fd, buf, len, 0, NULL, NULL), read())
+ * get it too. An IPv4 source on an IPv6 socket is shown v4-mapped, as the kernel shows it. */
+static __always_inline void stash_datagram_source(struct sock *sk, struct sk_buff *skb, int len)
+{
+	__u8 ip[24];
+	__u8 udp[2];
+	if (len <= 0)
+		return;
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	if (bpf_probe_read_kernel(ip, sizeof(ip), head + BPF_CORE_READ(skb, network_header)) ||
+	    bpf_probe_read_kernel(udp, sizeof(udp), head + BPF_CORE_READ(skb, transport_header)))
+		return;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u8 version = ip[0] >> 4;
+	__u32 zero = 0;
+	struct peer_stash *p = bpf_map_lookup_elem(&recv_peer, &zero);
+	if (!p)
+		return;
+	__builtin_memset(p->addr, 0, sizeof(p->addr));
+	if (version == 4 && family == AF_INET) {
+		__builtin_memcpy(p->addr, ip + 12, 4);
+	} else if (version == 4 && family == AF_INET6) {
+		p->addr[10] = 0xff;
+		p->addr[11] = 0xff;
+		__builtin_memcpy(p->addr + 12, ip + 12, 4);
+	} else if (version == 6 && family == AF_INET6) {
+		__builtin_memcpy(p->addr, ip + 8, 16);
+	} else {
+		p->thread = 0;
+		return;
+	}
+	p->family = family;
+	p->port = ((__u16)udp[0] << 8) | udp[1];
+	p->len = len;
+	p->owner = (__u64)sk;
+	p->thread = bpf_get_current_pid_tgid();
+}
+
+/* skb_consume_udp(sk, skb, len): called by udp_recvmsg()/udpv6_recvmsg() for every datagram
+ * read, after the copy and before the count. Attached where trampolines work. */
+SEC("fentry/skb_consume_udp")
+int BPF_PROG(fentry_skb_consume_udp, struct sock *sk, struct sk_buff *skb, int len)
+{
+	stash_datagram_source(sk, skb, len);
+	return 0;
+}
+
 /* ICMP and raw datagrams copied to user space pass here before sock_recv_length counts them: keep
  * the source for the count. TCP is left at once; UDP copies most datagrams without passing here,
- * so UDP sources come from the cgroup recvmsg hooks below. */
+ * so UDP sources come from skb_consume_udp above and the cgroup recvmsg hooks below. */
 SEC("tp_btf/skb_copy_datagram_iovec")
 int BPF_PROG(tp_skb_copy_datagram_iovec, const struct sk_buff *skb, int len)
 {

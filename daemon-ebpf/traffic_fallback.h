@@ -65,8 +65,17 @@ static __always_inline void on_msg(struct socket *sock, struct msghdr *msg, int 
 	if (ret <= 0 || !sk || !flow_key_of(sk, &k, &connected))
 		return;
 	stat_add(send ? STAT_SEND_CALLS : STAT_RECV_CALLS, 1);
-	if (!connected && msg)
-		read_peer(BPF_CORE_READ(msg, msg_name), false, &k);
+	if (!connected && !(msg && read_peer(BPF_CORE_READ(msg, msg_name), false, &k)) && !send) {
+		/* Read without asking for the source: skb_consume_udp stashed it from the datagram. */
+		__u32 zero = 0;
+		struct peer_stash *p = bpf_map_lookup_elem(&recv_peer, &zero);
+		if (p && p->thread == bpf_get_current_pid_tgid() && p->owner == (__u64)sk &&
+		    p->len == (__u32)ret && p->family == k.family) {
+			__builtin_memcpy(k.raddr, p->addr, 16);
+			k.rport = p->port;
+			p->thread = 0;
+		}
+	}
 	account(sk, &k, send, ret, 1);
 }
 
@@ -156,6 +165,13 @@ SEC("kretprobe/inet_sendmsg")
 int BPF_KRETPROBE(kr_inet_sendmsg, int ret)
 {
 	kp_return(ret, true);
+	return 0;
+}
+
+SEC("kprobe/skb_consume_udp")
+int BPF_KPROBE(kp_skb_consume_udp, struct sock *sk, struct sk_buff *skb, int len)
+{
+	stash_datagram_source(sk, skb, len);
 	return 0;
 }
 

@@ -55,6 +55,8 @@ tcp-down-v6|tcp-down -6|ports|10|6
 udp-connected|udp-connected|ports|2|17
 udp-unconnected|udp-unconnected|ports|2|17
 udp-unconnected-v6|udp-unconnected -6|ports|10|17
+udp-nosrc|udp-nosrc|ports|2|17
+udp-nosrc-v6|udp-nosrc -6|ports|10|17
 icmp-ping|icmp-ping|all|2|1
 sendfile|sendfile|ports|2|6
 splice-recv|splice-recv|ports|2|6

@@ -109,15 +109,28 @@ fn containers_are_told_apart_by_hash_container_and_netns() {
     assert_ne!(a.sha256, b.sha256);
 
     let daemon = Daemon::start("[database]\nwrite_limit_seconds = 1\n");
-    let (cid_a, ja) = a.run(dir.path(), &["tcp-up", "--bytes", "1234"]);
-    let (cid_b, jb) = b.run(dir.path(), &["tcp-up", "--bytes", "4321"]);
+    // Each run lives ~0.3 s: a process that exits before the daemon reads its exec record is
+    // stored as `!unavailable` (README), which a loaded machine makes likely for a 1 ms run.
+    let drip = |bytes: &'static str| {
+        [
+            "drip",
+            "--bytes",
+            bytes,
+            "--count",
+            "2",
+            "--interval-ms",
+            "150",
+        ]
+    };
+    let (cid_a, ja) = a.run(dir.path(), &drip("617"));
+    let (cid_b, jb) = b.run(dir.path(), &drip("2160"));
     assert_eq!(ja["sent"], 1234);
-    assert_eq!(jb["sent"], 4321);
+    assert_eq!(jb["sent"], 4320);
     let stopped = daemon.stop();
 
     let rows = rows_for_exe(&stopped.db, Path::new("/bin/tg"));
     let host_netns = netns_of(std::process::id());
-    for (img, cid, bytes) in [(&a, &cid_a, 1234), (&b, &cid_b, 4321)] {
+    for (img, cid, sent) in [(&a, &cid_a, 1234), (&b, &cid_b, 4320)] {
         let mine: Vec<&DbRow> = rows
             .iter()
             .filter(|r| r.container == format!("podman:{cid}"))
@@ -127,8 +140,8 @@ fn containers_are_told_apart_by_hash_container_and_netns() {
             "no rows of container {cid}: {rows:#?}\n{}",
             stopped.log
         );
-        // Client and server both run in the container: what one sent, the other received.
-        assert_eq!(sum(&mine), (bytes, bytes), "{mine:#?}");
+        // Client and server both run in the container and echo: each sent and received it.
+        assert_eq!(sum(&mine), (2 * sent, 2 * sent), "{mine:#?}");
         for r in &mine {
             assert_eq!(r.sha256, img.sha256, "{r:?}");
             assert_ne!(r.sha256, host_sha);

@@ -118,6 +118,7 @@ static const struct case_def cases[] = {
     { "tcp-duplex", case_tcp_duplex, 1000000, -1, -1, "both send --bytes at the same time (poll)" },
     { "udp-connected", case_udp_connected, -1, 100, 1000, "connect()+send/recv --count datagrams of --size, echoed" },
     { "udp-unconnected", case_udp_unconnected, -1, 100, 1000, "sendto/recvfrom --count datagrams of --size, echoed" },
+    { "udp-nosrc", case_udp_nosrc, -1, 100, 1000, "sendto, then recv()/recvfrom(NULL) in turn: --count datagrams of --size, echoed" },
     { "udp-mmsg", case_udp_mmsg, -1, 100, 1000, "sendmmsg/recvmmsg batches of 8, --count datagrams of --size, echoed" },
     { "icmp-ping", case_icmp_ping, -1, 10, 56, "ICMP ping socket, --count echo requests with --size payload" },
     { "icmp-raw", case_icmp_raw, -1, 10, 56, "raw ICMP socket, --count echo requests with --size payload" },

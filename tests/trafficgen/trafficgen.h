@@ -167,7 +167,7 @@ case_fn case_tcp_up, case_tcp_down, case_tcp_duplex, case_sendfile, case_splice_
 /* uring.c */
 case_fn case_uring;
 /* udp.c */
-case_fn case_udp_connected, case_udp_unconnected, case_udp_mmsg, case_serve_udp;
+case_fn case_udp_connected, case_udp_unconnected, case_udp_nosrc, case_udp_mmsg, case_serve_udp;
 /* icmp_raw.c */
 case_fn case_icmp_ping, case_icmp_raw, case_raw_proto;
 /* packet.c */

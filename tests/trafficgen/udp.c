@@ -1,4 +1,5 @@
-/* udp.c: the UDP cases - udp-connected, udp-unconnected, udp-mmsg - and the serve-udp server. */
+/* udp.c: the UDP cases - udp-connected, udp-unconnected, udp-nosrc, udp-mmsg - and the serve-udp
+ * server. */
 #include "trafficgen.h"
 
 #define MMSG_BATCH 8
@@ -88,6 +89,29 @@ void case_udp_unconnected(struct opts *o, struct result *r)
         socklen_t len = sizeof src;
         ssize_t got = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&src, &len);
         check_dgram(got, buf, o->size, i, &src, &s.peer);
+        r->c.received += (uint64_t)got;
+    }
+    session_finish(&s, r, fd);
+    close(fd);
+}
+
+/* Like udp-unconnected, but the client never asks for the source: recv() and
+ * recvfrom(fd, buf, len, 0, NULL, NULL) in turn. */
+void case_udp_nosrc(struct opts *o, struct result *r)
+{
+    static unsigned char buf[CHUNK];
+    struct session s;
+    session_start(&s, o, SOCK_DGRAM, srv_udp_echo);
+    int fd = udp_socket(addr_family(&s.peer));
+    for (long long i = 0; i < o->count; i++) {
+        ssize_t w = sendto(fd, pat_at((uint64_t)(i * o->size)), (size_t)o->size, 0,
+                           (struct sockaddr *)&s.peer.ss, s.peer.len);
+        if (w != o->size)
+            die_sys("sendto datagram %lld", i);
+        r->c.sent += (uint64_t)w;
+        ssize_t got = i % 2 ? recvfrom(fd, buf, sizeof buf, 0, NULL, NULL)
+                            : recv(fd, buf, sizeof buf, 0);
+        check_dgram(got, buf, o->size, i, NULL, NULL);
         r->c.received += (uint64_t)got;
     }
     session_finish(&s, r, fd);

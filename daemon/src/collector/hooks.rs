@@ -3,8 +3,8 @@
 //! Sets are tried in order; a set that fails half-way is unloaded entirely before the next is
 //! tried, so no program of a refused set stays in the kernel.
 use aya::programs::{
-    BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, FExit, KProbe,
-    RawTracePoint, TracePoint,
+    BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, FEntry, FExit,
+    KProbe, RawTracePoint, TracePoint,
 };
 use aya::{Btf, Ebpf};
 
@@ -14,6 +14,7 @@ pub enum Attach {
     BtfTp(&'static str, &'static str),
     Tp(&'static str, &'static str, &'static str),
     RawTp(&'static str, &'static str),
+    FEntry(&'static str, &'static str),
     FExit(&'static str, &'static str),
     KProbe(&'static str, &'static str),
     /// A cgroup/sock_addr program attached to the root of the cgroup v2 hierarchy.
@@ -30,6 +31,7 @@ impl Attach {
             Attach::BtfTp(p, _)
             | Attach::Tp(p, _, _)
             | Attach::RawTp(p, _)
+            | Attach::FEntry(p, _)
             | Attach::FExit(p, _)
             | Attach::KProbe(p, _)
             | Attach::CgroupSockAddr(p)
@@ -58,9 +60,11 @@ pub const TRAFFIC: [HookSet; 3] = [
             Attach::BtfTp("tp_skb_copy_datagram_iovec", "skb_copy_datagram_iovec"),
             Attach::BtfTp("tp_tcp_rcv_space_adjust", "tcp_rcv_space_adjust"),
         ],
-        // Without them, the peers of datagrams on unconnected UDP sockets are found only for
-        // sendto()/sendmsg().
+        // Without the cgroup hooks, the peers of datagrams on unconnected UDP sockets are found
+        // only for sendto()/sendmsg(); without skb_consume_udp (no trampolines), the source of a
+        // datagram read without asking for it (recv()) is not known.
         optional: &[
+            Attach::FEntry("fentry_skb_consume_udp", "skb_consume_udp"),
             Attach::CgroupSockAddr("cg_sendmsg4"),
             Attach::CgroupSockAddr("cg_sendmsg6"),
             Attach::CgroupSockAddr("cg_recvmsg4"),
@@ -78,7 +82,10 @@ pub const TRAFFIC: [HookSet; 3] = [
             Attach::Tp("sys_enter_splice", "syscalls", "sys_enter_splice"),
             Attach::Tp("sys_exit_splice", "syscalls", "sys_exit_splice"),
         ],
-        optional: &[Attach::FExit("fexit_inet_sendpage", "inet_sendpage")],
+        optional: &[
+            Attach::FExit("fexit_inet_sendpage", "inet_sendpage"),
+            Attach::FEntry("fentry_skb_consume_udp", "skb_consume_udp"),
+        ],
     },
     HookSet {
         name: "kprobe",
@@ -98,6 +105,7 @@ pub const TRAFFIC: [HookSet; 3] = [
         optional: &[
             Attach::KProbe("kp_inet_sendpage", "inet_sendpage"),
             Attach::KProbe("kr_inet_sendpage", "inet_sendpage"),
+            Attach::KProbe("kp_skb_consume_udp", "skb_consume_udp"),
         ],
     },
 ];
@@ -168,6 +176,11 @@ fn attach_one(ebpf: &mut Ebpf, btf: &Btf, a: Attach) -> Result<(), String> {
                 p.load()?;
                 p.attach(name)?;
             }
+            Attach::FEntry(_, func) => {
+                let p: &mut FEntry = prog.try_into()?;
+                p.load(func, btf)?;
+                p.attach()?;
+            }
             Attach::FExit(_, func) => {
                 let p: &mut FExit = prog.try_into()?;
                 p.load(func, btf)?;
@@ -223,6 +236,7 @@ fn unload_one(ebpf: &mut Ebpf, a: Attach) {
         Attach::BtfTp(..) => <&mut BtfTracePoint>::try_from(prog).map(|p| p.unload()),
         Attach::Tp(..) => <&mut TracePoint>::try_from(prog).map(|p| p.unload()),
         Attach::RawTp(..) => <&mut RawTracePoint>::try_from(prog).map(|p| p.unload()),
+        Attach::FEntry(..) => <&mut FEntry>::try_from(prog).map(|p| p.unload()),
         Attach::FExit(..) => <&mut FExit>::try_from(prog).map(|p| p.unload()),
         Attach::KProbe(..) => <&mut KProbe>::try_from(prog).map(|p| p.unload()),
         Attach::CgroupSockAddr(..) => <&mut CgroupSockAddr>::try_from(prog).map(|p| p.unload()),
