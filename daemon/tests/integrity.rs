@@ -253,3 +253,27 @@ fn fanotify_overflow_rehashes_every_cached_executable() {
         .unwrap();
     assert!(lost >= 1);
 }
+
+/// A program whose file name holds a newline, an escape sequence and a carriage return cannot
+/// forge or hide an exe.log line: its name and path are written escaped, on one line.
+#[test]
+fn names_with_control_characters_are_escaped_in_exe_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let evil = "tg\n2026-01-01 00:00:00 forged forged-exe (new name, exe)\x1b[2K\rX";
+    let exe = copy_exe(&trafficgen(), dir.path(), evil);
+    let daemon = Daemon::start("[database]\nwrite_limit_seconds = 1\n");
+    let root = daemon.root.path().to_path_buf();
+    run_json(Command::new(&exe).args(["tcp-up", "--bytes", "100"]));
+    let escaped = "tg\\n2026-01-01 00:00:00 forged forged-exe (new name, exe)\\x1b[2K\\rX";
+    let found = wait_for(&root, escaped, Duration::from_secs(10));
+    let stopped = daemon.stop();
+    let log = exe_log(&root);
+    assert!(found.is_some(), "exe.log:\n{log}\ndaemon:\n{}", stopped.log);
+    assert!(
+        log.lines()
+            .all(|l| !l.starts_with("2026-01-01") && !l.contains('\x1b') && !l.contains('\r')),
+        "{log:?}"
+    );
+    let line = log.lines().find(|l| l.contains(escaped)).unwrap();
+    assert!(line.ends_with("(new name, exe)"), "{line:?}");
+}
