@@ -92,14 +92,16 @@ impl Identity {
                 path,
                 cgroup,
                 exe_ctime_ns,
+                parent,
                 ..
             } => {
+                let version = i64::try_from(*exe_ctime_ns).unwrap_or(0);
+                self.cache_from_parent(*exe, parent, version);
                 // Named while the process lives: a short-lived container's cgroup is gone by the
                 // time its traffic is drained.
                 self.container(*cgroup, *tgid);
                 let ticks = procfs::ns_to_ticks(*start_ns);
                 let hint: Option<Arc<str>> = (!path.is_empty()).then(|| Arc::from(path.as_str()));
-                let version = i64::try_from(*exe_ctime_ns).unwrap_or(0);
                 let p = self.open(*tgid, ticks, *exe, version, Some(comm), hint.as_deref());
                 self.procs.insert(
                     *tgid,
@@ -137,6 +139,22 @@ impl Identity {
             ProcEvent::Exit { tgid } => {
                 self.exiting.insert(*tgid);
             }
+        }
+    }
+
+    /// A program that executes its own file again (`execv("/proc/self/exe")`, a re-exec after
+    /// an update) may be gone before its record is read, and its exec name is a link that is
+    /// never followed: when the file is not cached yet and the live parent runs the same file,
+    /// the parent's /proc/PID/exe is held instead.
+    fn cache_from_parent(&mut self, exe: FileId, parent: &crate::model::KernelProc, version: i64) {
+        if parent.tgid == 0
+            || !self.cache.same_file(parent.exe, exe)
+            || self.cache.get(exe).is_some()
+        {
+            return;
+        }
+        if let Some(opened) = self.open_live(parent.tgid, 0, exe) {
+            self.cache.insert(opened, (version != 0).then_some(version));
         }
     }
 
