@@ -110,20 +110,8 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     for why in &collector.attached.skipped {
         tracing::info!("optional hook not available on this kernel: {why}");
     }
-    let consume_udp = ["fentry_skb_consume_udp:", "kp_skb_consume_udp:"];
-    if collector
-        .attached
-        .skipped
-        .iter()
-        .any(|w| consume_udp.iter().any(|p| w.starts_with(p)))
-    {
-        tracing::warn!(
-            "the source of a UDP datagram read without asking for it (recv(), recvfrom() with no \
-             address) is not known on this kernel: those bytes are stored with an empty remote \
-             address"
-        );
-    }
     log_dns(&collector.attached);
+    log_udp_sources(&collector.attached);
     // For the API's answers and the event feed; reopened on SIGHUP.
     let geoip = crate::geoip::Shared::open(&cfg.geoip);
     if !cfg.database.enabled {
@@ -309,6 +297,22 @@ fn api_info(attached: &crate::collector::Attached) -> crate::api::Info {
             .collect(),
         skipped: attached.skipped.clone(),
         started: crate::sink::now_unix(),
+    }
+}
+
+/// Says so when the hook that reads the source of UDP datagrams read with `recv()` is missing.
+fn log_udp_sources(attached: &crate::collector::Attached) {
+    let consume_udp = ["fentry_skb_consume_udp:", "kp_skb_consume_udp:"];
+    if attached
+        .skipped
+        .iter()
+        .any(|w| consume_udp.iter().any(|p| w.starts_with(p)))
+    {
+        tracing::warn!(
+            "the source of a UDP datagram read without asking for it (recv(), recvfrom() with no \
+             address) is not known on this kernel: those bytes are stored with an empty remote \
+             address"
+        );
     }
 }
 

@@ -1,5 +1,5 @@
 //! window.rs: sums traffic by row key over one write window (`write_limit_seconds`).
-use crate::identity::exe_cache::{ExeCache, HASH_PENDING};
+use crate::identity::exe_cache::{is_pending, ExeCache};
 use crate::identity::{Identity, ProcRef};
 use crate::model::{ExeIdent, FileId, Row, RowKey};
 use std::collections::HashMap;
@@ -99,7 +99,7 @@ impl Closed {
                         cmdline: p.cmdline.clone(),
                         sha256: Identity::sha256_of(cache, p),
                     });
-                    if i.sha256 == HASH_PENDING {
+                    if is_pending(&i.sha256) {
                         cache.hash_counters.pending.fetch_add(1, Ordering::Relaxed);
                         pending.push((p.file, p.ctime, i.clone()));
                     }

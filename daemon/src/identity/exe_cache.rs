@@ -18,8 +18,20 @@ use std::time::{Duration, Instant};
 /// Marker stored instead of a hash when the executable could not be read.
 pub const HASH_UNREADABLE: &str = "!unreadable";
 /// Marker stored when the hash was not ready when the row's window was written; the row's
-/// executable is completed when the hash arrives.
+/// executable is completed when the hash arrives. Stored as `!pending:DEV:INO:CTIME` (see
+/// [`pending_marker`]) so that two runs waiting for different files or versions under one path
+/// never share a stored executable.
 pub const HASH_PENDING: &str = "!pending";
+
+/// The `!pending` marker of version `ctime` of file `key`.
+pub fn pending_marker(key: FileId, ctime: i64) -> String {
+    format!("{HASH_PENDING}:{}:{}:{ctime}", key.dev, key.ino)
+}
+
+/// Whether a stored hash is a `!pending` marker.
+pub fn is_pending(hash: &str) -> bool {
+    hash.starts_with(HASH_PENDING)
+}
 /// Without fanotify, a cached hash is checked against the file's size and mtime this often.
 const RECHECK: Duration = Duration::from_secs(1);
 
@@ -211,6 +223,7 @@ impl ExeCache {
             return;
         }
         let hashes = self.hashes.clone();
+        let open = self.open.clone();
         let counters = self.hash_counters.clone();
         let path = exe.path.clone();
         let job = Job {
@@ -218,8 +231,13 @@ impl ExeCache {
             known,
             version,
             done: Box::new(move |o: Outcome| {
+                let cached = open.lock().expect("exe cache lock").contains(&key);
                 let mut h = hashes.lock().expect("hash cache lock");
                 h.inflight.remove(&(key, version));
+                if !cached {
+                    // Evicted meanwhile: its hashes went with it.
+                    return;
+                }
                 record(&mut h, key, version, o);
                 let lost = version.is_some_and(|v| h.runs.get(key, v) == Some(HASH_MODIFIED));
                 if lost {
@@ -285,12 +303,13 @@ impl ExeCache {
     /// not cached. Never blocks.
     pub fn sha256(&self, id: FileId, ctime: i64) -> Option<String> {
         self.get(id)?;
+        let pending = pending_marker(self.key(id), ctime);
         if ctime == 0 {
-            return Some(self.hash_ready(id).unwrap_or_else(|| HASH_PENDING.into()));
+            return Some(self.hash_ready(id).unwrap_or(pending));
         }
         Some(self.run_hash(id, ctime).unwrap_or_else(|| {
             self.want(id, ctime);
-            HASH_PENDING.into()
+            pending
         }))
     }
 
@@ -427,7 +446,7 @@ mod tests {
         let t = Instant::now();
         loop {
             match cache.sha256(id, ctime).unwrap() {
-                h if h != HASH_PENDING => return h,
+                h if !is_pending(&h) => return h,
                 _ => assert!(t.elapsed() < Duration::from_secs(10), "no hash"),
             }
             std::thread::sleep(Duration::from_millis(10));

@@ -226,6 +226,8 @@ fn worker(shared: &Shared, slot: &Slot) {
         let now = stamp(file);
         let result = if now.is_some() && now == job.known {
             Ok(None)
+        } else if now.is_none() {
+            Err(Limited::Io(std::io::Error::other("cannot stat the file")))
         } else if job.version.is_some() && now.map(|s| s.ctime_ns) != job.version {
             Err(Limited::Modified)
         } else {

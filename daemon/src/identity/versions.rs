@@ -4,8 +4,8 @@
 use crate::model::FileId;
 use std::collections::HashMap;
 
-/// Versions kept per file (the newest by change time); an older run's hash is asked again and,
-/// its content being gone, comes back `!modified`.
+/// Versions kept per file: past it the oldest other than the one just recorded is forgotten (a
+/// run of it then asks again: `!modified` if its content is gone, its hash if it is not).
 pub const MAX_VERSIONS: usize = 8;
 
 #[derive(Default)]
@@ -23,8 +23,9 @@ impl Versions {
             .map(|(_, h)| h.as_str())
     }
 
-    /// Records the hash of a version; past `MAX_VERSIONS` the oldest is dropped. A known version
-    /// keeps its first hash (its content cannot have changed without its change time changing).
+    /// Records the hash of a version; past `MAX_VERSIONS` the oldest other version is dropped
+    /// (never the one just recorded, which a waiting run asked for). A known version keeps its
+    /// first hash (its content cannot have changed without its change time changing).
     pub fn insert(&mut self, file: FileId, ctime: i64, hash: String) {
         let list = self.by_file.entry(file).or_default();
         if list.iter().any(|(c, _)| *c == ctime) {
@@ -33,7 +34,9 @@ impl Versions {
         list.push((ctime, hash));
         list.sort_by_key(|(c, _)| *c);
         if list.len() > MAX_VERSIONS {
-            list.remove(0);
+            if let Some(i) = list.iter().position(|(c, _)| *c != ctime) {
+                list.remove(i);
+            }
         }
     }
 
@@ -62,7 +65,11 @@ mod tests {
         assert_eq!(v.get(f, 10), None, "the oldest left");
         assert_eq!(v.get(f, 20), None);
         assert_eq!(v.get(f, 30), Some("30"));
-        v.remove(f);
+        // An older version asked for again is kept, the oldest other one goes.
+        v.insert(f, 5, "old".into());
+        assert_eq!(v.get(f, 5), Some("old"));
         assert_eq!(v.get(f, 30), None);
+        v.remove(f);
+        assert_eq!(v.get(f, 5), None);
     }
 }

@@ -111,7 +111,7 @@ impl Notifier {
             };
             for (level, ident) in levels {
                 // Observed when its hash arrives (the writer completes it then).
-                if ident.sha256 == crate::identity::exe_cache::HASH_PENDING {
+                if crate::identity::exe_cache::is_pending(&ident.sha256) {
                     continue;
                 }
                 if !seen.insert((level, ident.clone(), files)) {

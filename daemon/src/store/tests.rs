@@ -377,3 +377,46 @@ fn losses_and_meta() {
         Some("42".to_owned())
     );
 }
+
+/// Two runs of one path waiting for different hashes are completed apart; an ignored hash
+/// deletes only the rows of its own run.
+#[test]
+fn pending_runs_of_one_path_complete_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(&dir.path().join("p.db")).expect("open");
+    let (a, b, c) = (
+        ident("/bin/tg", "!pending:1:2:10"),
+        ident("/bin/tg", "!pending:1:2:20"),
+        ident("/bin/tg", "!pending:1:3:10"),
+    );
+    let mut rows_ = Vec::new();
+    for (i, id) in [&a, &b, &c].into_iter().enumerate() {
+        let mut r = row(100, "/bin/tg", "2001:db8::1", "");
+        r.key.exe = id.clone();
+        r.key.lport = i as i32;
+        rows_.push(r);
+    }
+    store.write_batch(&rows_).expect("write");
+    let done = |i: &Arc<ExeIdent>, sha: &str| {
+        Arc::new(ExeIdent {
+            sha256: sha.into(),
+            ..(**i).clone()
+        })
+    };
+    store
+        .complete_hash(&a, &done(&a, "aaaa"), 100, false)
+        .expect("complete a");
+    store
+        .complete_hash(&c, &done(&c, "cccc"), 100, true)
+        .expect("drop c");
+    store
+        .complete_hash(&b, &done(&b, "bbbb"), 100, false)
+        .expect("complete b");
+    let mut got: Vec<(i32, String)> = rows(store.conn())
+        .expect("rows")
+        .into_iter()
+        .map(|r| (r.lport, r.exe.sha256))
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![(0, "aaaa".into()), (1, "bbbb".into())]);
+}
