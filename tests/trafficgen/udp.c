@@ -73,7 +73,10 @@ void case_udp_connected(struct opts *o, struct result *r)
     close(fd);
 }
 
-void case_udp_unconnected(struct opts *o, struct result *r)
+/* sendto() each datagram on an unconnected socket and read the echo: with recvfrom() and its
+ * source (checked), or, `ask_source` false, with recv() and recvfrom(fd, buf, len, 0, NULL, NULL)
+ * in turn. */
+static void udp_unconnected(struct opts *o, struct result *r, int ask_source)
 {
     static unsigned char buf[CHUNK];
     struct session s;
@@ -87,35 +90,28 @@ void case_udp_unconnected(struct opts *o, struct result *r)
         r->c.sent += (uint64_t)w;
         struct sockaddr_storage src;
         socklen_t len = sizeof src;
-        ssize_t got = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&src, &len);
-        check_dgram(got, buf, o->size, i, &src, &s.peer);
+        ssize_t got;
+        if (ask_source)
+            got = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&src, &len);
+        else
+            got = i % 2 ? recvfrom(fd, buf, sizeof buf, 0, NULL, NULL)
+                        : recv(fd, buf, sizeof buf, 0);
+        check_dgram(got, buf, o->size, i, ask_source ? &src : NULL, ask_source ? &s.peer : NULL);
         r->c.received += (uint64_t)got;
     }
     session_finish(&s, r, fd);
     close(fd);
 }
 
-/* Like udp-unconnected, but the client never asks for the source: recv() and
- * recvfrom(fd, buf, len, 0, NULL, NULL) in turn. */
+void case_udp_unconnected(struct opts *o, struct result *r)
+{
+    udp_unconnected(o, r, 1);
+}
+
+/* Like udp-unconnected, but the client never asks for the source. */
 void case_udp_nosrc(struct opts *o, struct result *r)
 {
-    static unsigned char buf[CHUNK];
-    struct session s;
-    session_start(&s, o, SOCK_DGRAM, srv_udp_echo);
-    int fd = udp_socket(addr_family(&s.peer));
-    for (long long i = 0; i < o->count; i++) {
-        ssize_t w = sendto(fd, pat_at((uint64_t)(i * o->size)), (size_t)o->size, 0,
-                           (struct sockaddr *)&s.peer.ss, s.peer.len);
-        if (w != o->size)
-            die_sys("sendto datagram %lld", i);
-        r->c.sent += (uint64_t)w;
-        ssize_t got = i % 2 ? recvfrom(fd, buf, sizeof buf, 0, NULL, NULL)
-                            : recv(fd, buf, sizeof buf, 0);
-        check_dgram(got, buf, o->size, i, NULL, NULL);
-        r->c.received += (uint64_t)got;
-    }
-    session_finish(&s, r, fd);
-    close(fd);
+    udp_unconnected(o, r, 0);
 }
 
 void case_udp_mmsg(struct opts *o, struct result *r)
