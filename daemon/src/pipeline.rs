@@ -257,9 +257,17 @@ impl Pipeline {
         self.window.add(now, key, d.send, d.recv, d.events);
     }
 
-    fn drain(&mut self) {
+    /// Reads the kernel totals, then the events that preceded them, then attributes the deltas.
+    /// The rings are read after the totals: a process's exec record is committed before it can
+    /// send a byte, so every flow read here finds its exec (and the DNS answers before it) read.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, dns: Option<&mut RingBuf<MapData>>) {
         let now = now_unix();
-        let entries = match self.collector.read_totals() {
+        let entries = self.collector.read_totals();
+        self.read_ring(ring);
+        if let Some(d) = dns {
+            self.read_dns(d);
+        }
+        let entries = match entries {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!("cannot read the kernel totals map: {e}");
@@ -469,22 +477,19 @@ impl Pipeline {
                     self.read_ring(rb);
                 }
                 // The kernel wakes us only when the DNS ring is half full; answers are otherwise
-                // read before every drain, so flows find the names looked up just before them.
+                // read with every drain (after the totals), so flows find the names looked up
+                // before them.
                 guard = async { dns.as_mut().expect("guarded").readable_mut().await }, if dns.is_some() => {
                     let mut guard = guard?;
                     guard.clear_ready();
                     self.read_dns(guard.get_inner_mut());
                 }
                 _ = drain_tick.tick() => {
-                    self.read_ring(ring.get_mut());
-                    if let Some(d) = dns.as_mut() { self.read_dns(d.get_mut()); }
-                    self.drain();
+                    self.drain(ring.get_mut(), dns.as_mut().map(|d| d.get_mut()));
                     self.beat()?;
                 }
                 _ = flush_tick.tick() => {
-                    self.read_ring(ring.get_mut());
-                    if let Some(d) = dns.as_mut() { self.read_dns(d.get_mut()); }
-                    self.drain();
+                    self.drain(ring.get_mut(), dns.as_mut().map(|d| d.get_mut()));
                     self.flush();
                     self.beat()?;
                 }
@@ -495,11 +500,7 @@ impl Pipeline {
         if let Some(h) = self.heartbeat.as_mut() {
             h.stopping(snap);
         }
-        self.read_ring(ring.get_mut());
-        if let Some(d) = dns.as_mut() {
-            self.read_dns(d.get_mut());
-        }
-        self.drain();
+        self.drain(ring.get_mut(), dns.as_mut().map(|d| d.get_mut()));
         self.flush();
         let c = self.names.counters;
         let [_, _, (_, unsolicited), _] = self.dns_events();
