@@ -19,7 +19,9 @@
 char LICENSE[] SEC("license") = "GPL";
 
 #include "flow.h"
+#include "rescue.h"
 #include "traffic_btf.h"
 #include "traffic_fallback.h"
 #include "procs.h"
 #include "dns.h"
+#include "rescue_progs.h"

@@ -51,31 +51,47 @@ static __always_inline void emit_proc(__u32 kind, struct task_struct *t, __u32 p
 	stat_add(STAT_PROC_EVENTS, 1);
 }
 
-SEC("raw_tp/sched_process_exec")
-int BPF_PROG(raw_sched_process_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
+static __always_inline void on_exec(struct linux_binprm *bprm)
 {
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 	emit_proc(PROC_EXEC, t, BPF_CORE_READ(t, group_leader, real_parent, tgid),
 		  BPF_CORE_READ(bprm, filename));
+}
+
+static __always_inline void on_fork(struct task_struct *parent, struct task_struct *child)
+{
+	if (BPF_CORE_READ(child, pid) == BPF_CORE_READ(child, tgid))
+		emit_proc(PROC_FORK, child, BPF_CORE_READ(parent, tgid), 0);
+}
+
+static __always_inline void on_exit(void)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	if (BPF_CORE_READ(t, signal, live.counter) == 0)
+		emit_proc(PROC_EXIT, t, 0, 0);
+}
+
+SEC("raw_tp/sched_process_exec")
+int BPF_PROG(raw_sched_process_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
+{
+	if (ran_first(RUN_EXEC))
+		on_exec(bprm);
 	return 0;
 }
 
 SEC("raw_tp/sched_process_fork")
 int BPF_PROG(raw_sched_process_fork, struct task_struct *parent, struct task_struct *child)
 {
-	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
-		return 0;
-	emit_proc(PROC_FORK, child, BPF_CORE_READ(parent, tgid), 0);
+	if (ran_first(RUN_FORK))
+		on_fork(parent, child);
 	return 0;
 }
 
 SEC("raw_tp/sched_process_exit")
 int raw_sched_process_exit(void *ctx)
 {
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	if (BPF_CORE_READ(t, signal, live.counter) != 0)
-		return 0;
-	emit_proc(PROC_EXIT, t, 0, 0);
+	if (ran_first(RUN_EXIT))
+		on_exit();
 	return 0;
 }
 

@@ -104,7 +104,9 @@ enum stat_index {
 	STAT_DNS_PACKETS = 10,      /* DNS answers handed to the daemon */
 	STAT_DNS_UNSOLICITED = 11,  /* DNS answers refused: no query left for them */
 	STAT_DNS_QUERIES = 12,      /* DNS queries handed to the daemon */
-	STAT_MAX = 13,
+	STAT_RESCUED = 13,          /* runs the kernel skipped that a twin program counted (rescue.h) */
+	/* 14: not a kernel counter (the daemon puts the returns its kretprobes missed there) */
+	STAT_MAX = 14,
 };
 
 #endif

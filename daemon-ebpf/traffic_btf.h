@@ -6,6 +6,7 @@
 
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
+#define IPPROTO_SCTP 132
 #define NR_SENDFILE 40
 #define NR_SPLICE 275
 
@@ -125,31 +126,43 @@ static __always_inline __u64 tcp_consumed(struct sock *sk)
 	return tp->bytes_received - (__u32)(tp->rcv_nxt - tp->copied_seq);
 }
 
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
+static __always_inline void send_length(struct sock *sk, int ret)
 {
 	struct flow_key k = {};
 	bool connected;
 	if (ret <= 0 || !btf_key(sk, &k, &connected))
-		return 0;
+		return;
 	if (!connected && !take_send_peer(sk, &k))
 		peer_of_send_syscall(&k);
 	account(sk, &k, true, ret, 1);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
+{
+	if (ran_first(RUN_SEND_LENGTH))
+		send_length(sk, ret);
 	return 0;
 }
 
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
+static __always_inline void recv_length(struct sock *sk, int ret, int flags)
 {
 	struct flow_key k = {};
 	bool connected;
 	if (ret <= 0 || (flags & MSG_PEEK) || !btf_key(sk, &k, &connected))
-		return 0;
+		return;
 	if (!connected)
 		take_recv_peer(sk, ret, &k);
 	struct flow_val *v = account(sk, &k, false, ret, 1);
 	if (v && k.family != AF_PACKET && sk->sk_protocol == IPPROTO_TCP)
 		v->tcp_consumed = tcp_consumed(sk);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
+{
+	if (ran_first(RUN_RECV_LENGTH))
+		recv_length(sk, ret, flags);
 	return 0;
 }
 
@@ -198,31 +211,31 @@ static __always_inline void stash_datagram_source(struct sock *sk, struct sk_buf
 SEC("fentry/skb_consume_udp")
 int BPF_PROG(fentry_skb_consume_udp, struct sock *sk, struct sk_buff *skb, int len)
 {
-	stash_datagram_source(sk, skb, len);
+	if (ran_first(RUN_CONSUME_UDP))
+		stash_datagram_source(sk, skb, len);
 	return 0;
 }
 
-/* ICMP and raw datagrams copied to user space pass here before sock_recv_length counts them: keep
- * the source for the count. TCP is left at once; UDP copies most datagrams without passing here,
+/* ICMP, raw and SCTP (one-to-many) datagrams copied to user space pass here before
+ * sock_recv_length counts them: keep the source for the count. TCP is left at once; UDP copies most datagrams without passing here,
  * so UDP sources come from skb_consume_udp above and the cgroup recvmsg hooks below. */
-SEC("tp_btf/skb_copy_datagram_iovec")
-int BPF_PROG(tp_skb_copy_datagram_iovec, const struct sk_buff *skb, int len)
+static __always_inline void copy_datagram(const struct sk_buff *skb, int len)
 {
 	struct sock *sk = skb->sk;
 	if (!sk || sk->sk_protocol == IPPROTO_TCP || sk->sk_protocol == IPPROTO_UDP)
-		return 0;
+		return;
 	__u16 family = sk->__sk_common.skc_family;
 	if ((family != AF_INET && family != AF_INET6) || sk->__sk_common.skc_dport != 0)
-		return 0;
+		return;
 	unsigned char *head = skb->head;
 	__u16 nh = skb->network_header;
 	__u8 ip[40];
 	if (bpf_probe_read_kernel(ip, sizeof(ip), head + nh))
-		return 0;
+		return;
 	__u32 zero = 0;
 	struct peer_stash *p = bpf_map_lookup_elem(&recv_peer, &zero);
 	if (!p)
-		return 0;
+		return;
 	__u8 version = ip[0] >> 4;
 	__builtin_memset(p->addr, 0, sizeof(p->addr));
 	if (version == 4) {
@@ -240,13 +253,25 @@ int BPF_PROG(tp_skb_copy_datagram_iovec, const struct sk_buff *skb, int len)
 		__builtin_memcpy(p->addr, ip + 8, 16);
 		family = AF_INET6;
 	} else {
-		return 0;
+		return;
 	}
 	p->port = 0;
+	/* SCTP: the source port is the first field of the common header. */
+	__u8 sport[2];
+	if (sk->sk_protocol == IPPROTO_SCTP &&
+	    !bpf_probe_read_kernel(sport, sizeof(sport), head + skb->transport_header))
+		p->port = ((__u16)sport[0] << 8) | sport[1];
 	p->family = family;
 	p->len = len;
 	p->owner = (__u64)sk;
 	p->thread = bpf_get_current_pid_tgid();
+}
+
+SEC("tp_btf/skb_copy_datagram_iovec")
+int BPF_PROG(tp_skb_copy_datagram_iovec, const struct sk_buff *skb, int len)
+{
+	if (ran_first(RUN_COPY_DATAGRAM))
+		copy_datagram(skb, len);
 	return 0;
 }
 
@@ -301,17 +326,16 @@ int cg_recvmsg6(struct bpf_sock_addr *ctx)
 
 /* splice() and sendfile() from a TCP socket read through tcp_read_sock, not recvmsg: count what
  * its readers consumed since the last count of this process. */
-SEC("tp_btf/tcp_rcv_space_adjust")
-int BPF_PROG(tp_tcp_rcv_space_adjust, struct sock *sk)
+static __always_inline void rcv_space_adjust(struct sock *sk)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	long nr = regs->orig_ax;
 	if (nr != NR_SPLICE && nr != NR_SENDFILE)
-		return 0;
+		return;
 	struct flow_key k = {};
 	bool connected;
 	if (!btf_key(sk, &k, &connected))
-		return 0;
+		return;
 	__u64 now = tcp_consumed(sk);
 	/* A FIN takes one sequence number: once the reader has passed it, it is not payload. */
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
@@ -320,10 +344,17 @@ int BPF_PROG(tp_tcp_rcv_space_adjust, struct sock *sk)
 	struct flow_val *v = bpf_map_lookup_elem(&totals, &k);
 	__u64 before = v ? v->tcp_consumed : 0;
 	if (now <= before + fin)
-		return 0;
+		return;
 	v = account(sk, &k, false, now - before - fin, 1);
 	if (v)
 		v->tcp_consumed = now;
+}
+
+SEC("tp_btf/tcp_rcv_space_adjust")
+int BPF_PROG(tp_tcp_rcv_space_adjust, struct sock *sk)
+{
+	if (ran_first(RUN_RCV_SPACE))
+		rcv_space_adjust(sk);
 	return 0;
 }
 

@@ -82,14 +82,16 @@ static __always_inline void on_msg(struct socket *sock, struct msghdr *msg, int 
 SEC("fexit/inet_sendmsg")
 int BPF_PROG(fexit_inet_sendmsg, struct socket *sock, struct msghdr *msg, __u64 size, int ret)
 {
-	on_msg(sock, msg, ret, true);
+	if (ran_first(RUN_INET_SENDMSG))
+		on_msg(sock, msg, ret, true);
 	return 0;
 }
 
 SEC("fexit/inet6_sendmsg")
 int BPF_PROG(fexit_inet6_sendmsg, struct socket *sock, struct msghdr *msg, __u64 size, int ret)
 {
-	on_msg(sock, msg, ret, true);
+	if (ran_first(RUN_INET6_SENDMSG))
+		on_msg(sock, msg, ret, true);
 	return 0;
 }
 
@@ -97,7 +99,7 @@ SEC("fexit/inet_recvmsg")
 int BPF_PROG(fexit_inet_recvmsg, struct socket *sock, struct msghdr *msg, __u64 size, int flags,
 	     int ret)
 {
-	if (!(flags & MSG_PEEK))
+	if (ran_first(RUN_INET_RECVMSG) && !(flags & MSG_PEEK))
 		on_msg(sock, msg, ret, false);
 	return 0;
 }
@@ -106,7 +108,7 @@ SEC("fexit/inet6_recvmsg")
 int BPF_PROG(fexit_inet6_recvmsg, struct socket *sock, struct msghdr *msg, __u64 size, int flags,
 	     int ret)
 {
-	if (!(flags & MSG_PEEK))
+	if (ran_first(RUN_INET6_RECVMSG) && !(flags & MSG_PEEK))
 		on_msg(sock, msg, ret, false);
 	return 0;
 }
@@ -116,7 +118,8 @@ SEC("fexit/inet_sendpage")
 int BPF_PROG(fexit_inet_sendpage, struct socket *sock, void *page, int offset, __u64 size, int flags,
 	     int ret)
 {
-	on_msg(sock, 0, ret, true);
+	if (ran_first(RUN_INET_SENDPAGE))
+		on_msg(sock, 0, ret, true);
 	return 0;
 }
 

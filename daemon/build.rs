@@ -11,6 +11,16 @@ fn main() {
             entry.expect("entry").path().display()
         );
     }
+    // The plain object, and one with the twins of rescue.h (task storage: kernel >= 5.11).
+    compile(&src_dir, &out, &[]);
+    compile(
+        &src_dir,
+        &out.with_file_name("picosnitch-rescue.bpf.o"),
+        &["-DPICOSNITCH_RESCUE"],
+    );
+}
+
+fn compile(src_dir: &std::path::Path, out: &std::path::Path, defines: &[&str]) {
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".into());
     let status = Command::new(&clang)
         .args([
@@ -22,11 +32,12 @@ fn main() {
             "-Wall",
             "-Werror",
         ])
+        .args(defines)
         .args(["-Wno-unused-function", "-I/usr/include/x86_64-linux-gnu"])
         .arg("-c")
         .arg(src_dir.join("picosnitch.bpf.c"))
         .arg("-o")
-        .arg(&out)
+        .arg(out)
         .status()
         .unwrap_or_else(|e| panic!("cannot run {clang} (apt-get install clang libbpf-dev): {e}"));
     assert!(

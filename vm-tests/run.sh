@@ -9,6 +9,7 @@
 #   PICOSNITCH_VM_JOBS     VMs at a time (default 2)   PICOSNITCH_VM_SMP / _MEM   per VM (2 / 1024)
 #   PICOSNITCH_VM_TIMEOUT  seconds per VM (default 300)
 #   PICOSNITCH_VM_NO_BUILD=1  reuse the binaries of the last build
+#   PICOSNITCH_VM_APPEND   more kernel command line for every VM
 set -euo pipefail
 START=$(date +%s)
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -24,11 +25,16 @@ ACCEL=${PICOSNITCH_VM_ACCEL:-tcg,thread=single}
 APPEND=${PICOSNITCH_VM_APPEND:-}
 MIRROR=http://deb.debian.org
 
-# label  suite  package (a meta-package is followed to the package that holds the kernel)
+# label  suite  package (a meta-package is followed to the package that holds the kernel)  [kernel
+# command line]. 6.12-full: the same kernel with full preemption, where the kernel skips a tracing
+# program preempted while another run of it is active on that CPU (as on every 7.x kernel).
 KERNEL_TABLE='5.10 bullseye linux-image-amd64
 6.1 bookworm linux-image-amd64
 6.12 bookworm linux-image-6.12-amd64
+6.12-full bookworm linux-image-6.12-amd64 preempt=full
 sid sid linux-image-amd64'
+# Modules the guest loads (with what they need) for the cases the host kernel cannot run.
+MODULES='sctp'
 WANT=${PICOSNITCH_VM_KERNELS:-$(awk '{printf "%s ", $1}' <<<"$KERNEL_TABLE")}
 
 say() { printf '%s\n' "$*" >&2; }
@@ -127,7 +133,7 @@ fetch_kernel() { # label suite package
 	[ "$pkg" != "$meta" ] || pkg=$(cat "$CACHE/resolved-$label" 2>/dev/null || echo "$meta")
 	echo "$pkg" >"$CACHE/resolved-$label"
 	dir=$CACHE/kernels/$pkg
-	if [ ! -s "$dir/vmlinux" ]; then
+	if [ ! -s "$dir/vmlinux" ] || [ ! -e "$dir/modules.ok" ]; then
 		mkdir -p "$CACHE/debs"
 		deb=$(ls "$CACHE/debs/${pkg}_"*.deb 2>/dev/null | tail -n 1 || true)
 		if [ -z "$deb" ]; then
@@ -150,6 +156,21 @@ fetch_kernel() { # label suite package
 		mkdir -p "$dir"
 		python3 "$HERE/extract_vmlinux.py" "$z" "$dir/vmlinux" || { rm -rf "$tmp"; die "cannot extract vmlinux from $z"; }
 		cp "$tmp"/boot/config-* "$dir/" 2>/dev/null || true
+		rm -rf "$dir/modules"
+		# 7.x packages hold the modules apart from the kernel, in linux-modules-RELEASE.
+		if ! ls -d "$tmp"/lib/modules/*/kernel "$tmp"/usr/lib/modules/*/kernel >/dev/null 2>&1; then
+			local mpkg=linux-modules-${pkg#linux-binary-} mdeb
+			mdeb=$(ls "$CACHE/debs/${mpkg}_"*.deb 2>/dev/null | tail -n 1 || true)
+			if [ -z "$mdeb" ]; then
+				say "downloading $mpkg ($suite)"
+				(cd "$CACHE/debs" && apt-get "${APT[@]}" download -qq "$mpkg" >&2) ||
+					{ rm -rf "$tmp"; die "cannot download $mpkg"; }
+				mdeb=$(ls "$CACHE/debs/${mpkg}_"*.deb | tail -n 1)
+			fi
+			dpkg-deb -x "$mdeb" "$tmp"
+		fi
+		python3 "$HERE/modules.py" "$tmp" "$dir/modules" $MODULES >&2 || { rm -rf "$tmp"; die "cannot take the modules ($MODULES) from $deb"; }
+		touch "$dir/modules.ok"
 		rm -rf "$tmp"
 	fi
 	echo "$dir/vmlinux"
@@ -170,6 +191,11 @@ make_initrd() {
 		mkdir -p "$s$(dirname "$lib")"
 		cp -L "$lib" "$s$lib"
 	done
+	# The modules of every kernel to boot, under /lib/modules/RELEASE with their load order.
+	mkdir -p "$s/lib/modules"
+	while read -r label vmlinux append; do
+		cp -r "$(dirname "$vmlinux")"/modules/. "$s/lib/modules/"
+	done <"$LOGS/kernels.txt"
 	cp "$HERE/guest-init.sh" "$s/init"
 	chmod 755 "$s/init"
 	echo 'root:x:0:0:root:/root:/bin/sh' >"$s/etc/passwd"
@@ -180,22 +206,22 @@ make_initrd() {
 }
 
 # ---- 4. boot ----
-qemu() { # vmlinux log
+qemu() { # vmlinux log append
 	timeout "$TIMEOUT" qemu-system-x86_64 -accel "$ACCEL" -M pc -m "$MEM" -smp "$SMP" -nodefaults \
 		-no-user-config -display none -serial stdio -no-reboot -kernel "$1" -initrd "$INITRD" \
-		-append "console=ttyS0 panic=-1 quiet $APPEND" </dev/null >"$2" 2>&1
+		-append "console=ttyS0 panic=-1 quiet $APPEND $3" </dev/null >"$2" 2>&1
 }
 
-boot() { # label vmlinux
+boot() { # label vmlinux append
 	local log=$LOGS/$1.log t0=$SECONDS rc=0 tries=1
-	qemu "$2" "$log" || rc=$?
+	qemu "$2" "$log" "$3" || rc=$?
 	# A kernel that dies before /init runs (seen once in a while under TCG: an oops in early
 	# text patching) is booted once more; the first log is kept.
 	if ! grep -q 'BOOTED kernel=' "$log"; then
 		mv "$log" "$LOGS/$1.first-boot.log"
 		say "kernel $1: no BOOTED line after $((SECONDS - t0)) s (see $1.first-boot.log); booting again"
 		tries=2 rc=0
-		qemu "$2" "$log" || rc=$?
+		qemu "$2" "$log" "$3" || rc=$?
 	fi
 	echo "VM label=$1 seconds=$((SECONDS - t0)) qemu_status=$rc boots=$tries" >>"$log"
 	say "kernel $1: VM finished in $((SECONDS - t0)) s (qemu status $rc, boots $tries)"
@@ -207,32 +233,32 @@ rm -f "$LOGS"/*.log "$LOGS"/summary.txt
 # Downloads run while the daemon builds.
 FETCH_LOG=$LOGS/fetch.txt
 (
-	while read -r label suite pkg; do
+	while read -r label suite pkg append; do
 		case " $WANT " in *" $label "*) ;; *) continue ;; esac
 		vmlinux=$(fetch_kernel "$label" "$suite" "$pkg") || exit 2
-		printf '%s %s\n' "$label" "$vmlinux"
+		printf '%s %s %s\n' "$label" "$vmlinux" "$append"
 	done <<<"$KERNEL_TABLE"
 ) >"$LOGS/kernels.txt" 2>"$FETCH_LOG" &
 FETCH=$!
 build
-make_initrd
 T_BUILD=$(($(date +%s) - START))
 wait $FETCH || {
 	cat "$FETCH_LOG" >&2
 	die "fetching kernels failed"
 }
 cat "$FETCH_LOG" >&2
+make_initrd
 T_READY=$(($(date +%s) - START))
 [ -s "$LOGS/kernels.txt" ] || die "no kernel selected (PICOSNITCH_VM_KERNELS=$WANT)"
 say "build took $T_BUILD s, build and downloads $T_READY s; booting $(wc -l <"$LOGS/kernels.txt") kernels, $JOBS at a time"
 
 running=0
-while read -r label vmlinux; do
+while read -r label vmlinux append; do
 	if [ "$running" -ge "$JOBS" ]; then
 		wait -n || true
 		running=$((running - 1))
 	fi
-	boot "$label" "$vmlinux" &
+	boot "$label" "$vmlinux" "$append" &
 	running=$((running + 1))
 done <"$LOGS/kernels.txt"
 wait

@@ -112,6 +112,11 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     }
     log_dns(&collector.attached);
     log_udp_sources(&collector.attached);
+    if let Some(why) = &collector.attached.no_rescue {
+        tracing::info!(
+            "runs the kernel skips (a hook program preempted on a preemptible kernel) are reported as recursion_misses, not counted again: {why}"
+        );
+    }
     // For the API's answers and the event feed; reopened on SIGHUP.
     let geoip = crate::geoip::Shared::open(&cfg.geoip);
     if !cfg.database.enabled {

@@ -124,6 +124,8 @@ static const struct case_def cases[] = {
     { "icmp-raw", case_icmp_raw, -1, 10, 56, "raw ICMP socket, --count echo requests with --size payload" },
     { "raw-proto", case_raw_proto, -1, 10, 500, "raw IP protocol --proto (253): send --count packets of --size, receive on a 2nd raw socket" },
     { "packet", case_packet, -1, 10, 200, "AF_PACKET SOCK_DGRAM on --ifname, ethertype --ethertype: --count frames of --size" },
+    { "sctp-stream", case_sctp_stream, -1, 100, 1000, "SCTP one-to-one socket: connect()+send/recv --count messages of --size, echoed" },
+    { "sctp-seqpacket", case_sctp_seqpacket, -1, 100, 1000, "SCTP one-to-many socket: sendto/recvfrom --count messages of --size, echoed" },
     { "sendfile", case_sendfile, 1000000, -1, -1, "client sendfile()s a --bytes temp file, server reads all" },
     { "splice-recv", case_splice_recv, 1000000, -1, -1, "server sends --bytes, client splice()s socket->pipe->/dev/null" },
     { "uring", case_uring, 1000000, -1, -1, "io_uring IORING_OP_SEND/RECV --bytes each way, server echoes" },

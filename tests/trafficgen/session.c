@@ -68,6 +68,12 @@ static struct counts finish_server(struct server *s)
 
 void session_start(struct session *s, const struct opts *o, int type, server_fn fn)
 {
+    session_start_proto(s, o, type, 0, fn);
+}
+
+void session_start_proto(struct session *s, const struct opts *o, int type, int protocol,
+                         server_fn fn)
+{
     parse_addr(o->addr, o->port < 0 ? 0 : o->port, &s->peer);
     s->have_server = 0;
     if (o->no_server) {
@@ -75,7 +81,7 @@ void session_start(struct session *s, const struct opts *o, int type, server_fn 
             die("--no-server needs --port");
         return;
     }
-    int fd = server_socket(&s->peer, type, g_timeout_ms);
+    int fd = server_socket_proto(&s->peer, type, protocol, g_timeout_ms);
     s->srv = start_server(fd, fn, o);
     s->have_server = 1;
 }

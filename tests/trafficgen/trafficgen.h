@@ -115,6 +115,8 @@ int local_port(int fd);
 void set_timeouts(int fd, long long ms);
 void set_nonblock(int fd, int on);
 int server_socket(struct addr *a, int type, long long timeout_ms);
+/* the same for a socket of IP protocol `protocol` (0: the type's default) */
+int server_socket_proto(struct addr *a, int type, int protocol, long long timeout_ms);
 int tcp_connect(const struct addr *a);
 int accept_one(int lfd);
 void shut_wr(int fd);
@@ -153,6 +155,8 @@ struct session {
 
 void wait_ok(pid_t pid, const char *what);
 void session_start(struct session *s, const struct opts *o, int type, server_fn fn);
+void session_start_proto(struct session *s, const struct opts *o, int type, int protocol,
+                         server_fn fn);
 void session_finish(struct session *s, struct result *r, int fd);
 
 /* ------------------------------------------------------------------ */
@@ -170,6 +174,8 @@ case_fn case_uring;
 case_fn case_udp_connected, case_udp_unconnected, case_udp_nosrc, case_udp_mmsg, case_serve_udp;
 /* icmp_raw.c */
 case_fn case_icmp_ping, case_icmp_raw, case_raw_proto;
+/* sctp.c */
+case_fn case_sctp_stream, case_sctp_seqpacket;
 /* packet.c */
 case_fn case_packet;
 /* dns.c: dns_resolve runs before the case when --resolve is given */

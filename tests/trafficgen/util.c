@@ -162,7 +162,12 @@ void set_nonblock(int fd, int on)
  * port actually bound. */
 int server_socket(struct addr *a, int type, long long timeout_ms)
 {
-    int fd = socket(addr_family(a), type | SOCK_CLOEXEC, 0);
+    return server_socket_proto(a, type, 0, timeout_ms);
+}
+
+int server_socket_proto(struct addr *a, int type, int protocol, long long timeout_ms)
+{
+    int fd = socket(addr_family(a), type | SOCK_CLOEXEC, protocol);
     if (fd < 0)
         die_sys("socket");
     int one = 1;
@@ -170,7 +175,7 @@ int server_socket(struct addr *a, int type, long long timeout_ms)
         die_sys("setsockopt(SO_REUSEADDR)");
     if (bind(fd, (struct sockaddr *)&a->ss, a->len) < 0)
         die_sys("bind to port %d", sa_port(&a->ss));
-    if (type == SOCK_STREAM && listen(fd, 4096) < 0)
+    if ((type == SOCK_STREAM || type == SOCK_SEQPACKET) && listen(fd, 4096) < 0)
         die_sys("listen");
     set_timeouts(fd, timeout_ms);   /* bounds accept()/recvfrom() */
     sa_set_port(&a->ss, local_port(fd));

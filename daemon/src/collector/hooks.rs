@@ -17,6 +17,8 @@ pub enum Attach {
     FEntry(&'static str, &'static str),
     FExit(&'static str, &'static str),
     KProbe(&'static str, &'static str),
+    /// A return probe with room for every call in flight (`kretprobe`).
+    KRetProbe(&'static str, &'static str),
     /// A cgroup/sock_addr program attached to the root of the cgroup v2 hierarchy.
     CgroupSockAddr(&'static str),
     /// A cgroup_skb/ingress program attached to the root of the cgroup v2 hierarchy.
@@ -26,7 +28,23 @@ pub enum Attach {
 }
 
 impl Attach {
-    fn program(&self) -> &'static str {
+    /// The same attachment for another program of the object (a twin, see `rescue`).
+    pub fn with_program(self, name: &'static str) -> Attach {
+        match self {
+            Attach::BtfTp(_, t) => Attach::BtfTp(name, t),
+            Attach::Tp(_, c, t) => Attach::Tp(name, c, t),
+            Attach::RawTp(_, t) => Attach::RawTp(name, t),
+            Attach::FEntry(_, f) => Attach::FEntry(name, f),
+            Attach::FExit(_, f) => Attach::FExit(name, f),
+            Attach::KProbe(_, f) => Attach::KProbe(name, f),
+            Attach::KRetProbe(_, f) => Attach::KRetProbe(name, f),
+            Attach::CgroupSockAddr(_) => Attach::CgroupSockAddr(name),
+            Attach::CgroupSkbIngress(_) => Attach::CgroupSkbIngress(name),
+            Attach::CgroupSkbEgress(_) => Attach::CgroupSkbEgress(name),
+        }
+    }
+
+    pub fn program(&self) -> &'static str {
         match *self {
             Attach::BtfTp(p, _)
             | Attach::Tp(p, _, _)
@@ -34,6 +52,7 @@ impl Attach {
             | Attach::FEntry(p, _)
             | Attach::FExit(p, _)
             | Attach::KProbe(p, _)
+            | Attach::KRetProbe(p, _)
             | Attach::CgroupSockAddr(p)
             | Attach::CgroupSkbIngress(p)
             | Attach::CgroupSkbEgress(p) => p,
@@ -92,19 +111,19 @@ pub const TRAFFIC: [HookSet; 3] = [
         what: "kprobe/kretprobe on inet_sendmsg/inet6_sendmsg/inet_recvmsg/inet6_recvmsg",
         attach: &[
             Attach::KProbe("kp_inet_sendmsg", "inet_sendmsg"),
-            Attach::KProbe("kr_inet_sendmsg", "inet_sendmsg"),
+            Attach::KRetProbe("kr_inet_sendmsg", "inet_sendmsg"),
             Attach::KProbe("kp_inet6_sendmsg", "inet6_sendmsg"),
-            Attach::KProbe("kr_inet6_sendmsg", "inet6_sendmsg"),
+            Attach::KRetProbe("kr_inet6_sendmsg", "inet6_sendmsg"),
             Attach::KProbe("kp_inet_recvmsg", "inet_recvmsg"),
-            Attach::KProbe("kr_inet_recvmsg", "inet_recvmsg"),
+            Attach::KRetProbe("kr_inet_recvmsg", "inet_recvmsg"),
             Attach::KProbe("kp_inet6_recvmsg", "inet6_recvmsg"),
-            Attach::KProbe("kr_inet6_recvmsg", "inet6_recvmsg"),
+            Attach::KRetProbe("kr_inet6_recvmsg", "inet6_recvmsg"),
             Attach::Tp("sys_enter_splice", "syscalls", "sys_enter_splice"),
             Attach::Tp("sys_exit_splice", "syscalls", "sys_exit_splice"),
         ],
         optional: &[
             Attach::KProbe("kp_inet_sendpage", "inet_sendpage"),
-            Attach::KProbe("kr_inet_sendpage", "inet_sendpage"),
+            Attach::KRetProbe("kr_inet_sendpage", "inet_sendpage"),
             Attach::KProbe("kp_skb_consume_udp", "skb_consume_udp"),
         ],
     },
@@ -191,6 +210,17 @@ fn attach_one(ebpf: &mut Ebpf, btf: &Btf, a: Attach) -> Result<(), String> {
                 p.load()?;
                 p.attach(func, 0)?;
             }
+            Attach::KRetProbe(name, func) => {
+                let p: &mut KProbe = prog.try_into()?;
+                if let Err(why) = super::kretprobe::attach(name, p, func) {
+                    // perf's own return probe follows 10 calls in flight; returns past them
+                    // are skipped without a count.
+                    tracing::warn!(
+                        "{why}; using perf's return probe, which misses returns of more than 10 calls in flight without counting them"
+                    );
+                    p.attach(func, 0)?;
+                }
+            }
             Attach::CgroupSockAddr(_) => {
                 let cgroup = cgroup2_root()?;
                 let p: &mut CgroupSockAddr = prog.try_into()?;
@@ -239,6 +269,10 @@ fn unload_one(ebpf: &mut Ebpf, a: Attach) {
         Attach::FEntry(..) => <&mut FEntry>::try_from(prog).map(|p| p.unload()),
         Attach::FExit(..) => <&mut FExit>::try_from(prog).map(|p| p.unload()),
         Attach::KProbe(..) => <&mut KProbe>::try_from(prog).map(|p| p.unload()),
+        Attach::KRetProbe(name, _) => {
+            super::kretprobe::detach(name);
+            <&mut KProbe>::try_from(prog).map(|p| p.unload())
+        }
         Attach::CgroupSockAddr(..) => <&mut CgroupSockAddr>::try_from(prog).map(|p| p.unload()),
         Attach::CgroupSkbIngress(..) | Attach::CgroupSkbEgress(..) => {
             <&mut CgroupSkb>::try_from(prog).map(|p| p.unload())
@@ -246,21 +280,48 @@ fn unload_one(ebpf: &mut Ebpf, a: Attach) {
     };
 }
 
+/// Attaches one hook's program and, when the object has twins, its twin in the order they must
+/// run (`rescue::in_order`); all or nothing.
+fn attach_hook(ebpf: &mut Ebpf, btf: &Btf, a: Attach) -> Result<(), String> {
+    let with_twins = ebpf.program(super::rescue::ANY_TWIN).is_some();
+    let parts = super::rescue::in_order(a, with_twins);
+    for (i, p) in parts.iter().enumerate() {
+        if let Err(e) = attach_one(ebpf, btf, *p) {
+            for done in &parts[..=i] {
+                unload_one(ebpf, *done);
+            }
+            // Named by the hook's own program, whichever of the pair the kernel refused.
+            return Err(if p.program() == a.program() {
+                e
+            } else {
+                format!("{}: {e}", a.program())
+            });
+        }
+    }
+    Ok(())
+}
+
+fn unload_hook(ebpf: &mut Ebpf, a: Attach) {
+    for p in super::rescue::in_order(a, true) {
+        unload_one(ebpf, p);
+    }
+}
+
 /// Attaches every program of a set, or none: on failure the set is unloaded and the reason kept.
 /// Returns the optional programs this kernel could not take, with the reason.
 pub fn attach_set(ebpf: &mut Ebpf, btf: &Btf, set: &HookSet) -> Result<Vec<String>, String> {
     for (i, a) in set.attach.iter().enumerate() {
-        if let Err(e) = attach_one(ebpf, btf, *a) {
+        if let Err(e) = attach_hook(ebpf, btf, *a) {
             for done in &set.attach[..=i] {
-                unload_one(ebpf, *done);
+                unload_hook(ebpf, *done);
             }
             return Err(e);
         }
     }
     let mut skipped = Vec::new();
     for a in set.optional {
-        if let Err(e) = attach_one(ebpf, btf, *a) {
-            unload_one(ebpf, *a);
+        if let Err(e) = attach_hook(ebpf, btf, *a) {
+            unload_hook(ebpf, *a);
             skipped.push(e);
         }
     }
@@ -269,7 +330,7 @@ pub fn attach_set(ebpf: &mut Ebpf, btf: &Btf, set: &HookSet) -> Result<Vec<Strin
 
 pub fn unload_set(ebpf: &mut Ebpf, set: &HookSet) {
     for a in set.attach.iter().chain(set.optional) {
-        unload_one(ebpf, *a);
+        unload_hook(ebpf, *a);
     }
 }
 
@@ -317,12 +378,11 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
 }
 
-/// Runs the kernel skipped, summed over every loaded program of `ebpf` (`recursion_misses` of
-/// `bpf_prog_info`, kernel >= 5.12; 0 before). A tracing program preempted while it runs (every
-/// kernel with `preempt=full`, and every 7.x kernel, where only full/lazy preemption exist) makes
-/// the kernel skip the same program for other tasks on that CPU: those bytes are lost, so they
-/// are reported as a loss.
-pub fn recursion_misses(ebpf: &Ebpf) -> u64 {
+/// Runs the kernel skipped, per loaded program of `ebpf` (`recursion_misses` of `bpf_prog_info`,
+/// kernel >= 5.12; 0 before). A tracing program preempted while it runs (every kernel with
+/// `preempt=full`, and every 7.x kernel, where only full/lazy preemption exist) makes the kernel
+/// skip the same program for other tasks on that CPU; `rescue` counts those runs again.
+pub fn recursion_misses(ebpf: &Ebpf) -> Vec<(String, u64)> {
     use std::os::fd::{AsFd, AsRawFd};
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
     /// Offset of `recursion_misses` in the UAPI `struct bpf_prog_info`, in u64 words.
@@ -333,8 +393,8 @@ pub fn recursion_misses(ebpf: &Ebpf) -> u64 {
         info_len: u32,
         info: u64,
     }
-    let mut total = 0u64;
-    for (_, prog) in ebpf.programs() {
+    let mut out = Vec::new();
+    for (name, prog) in ebpf.programs() {
         let Ok(fd) = prog.fd() else { continue };
         let mut info = [0u64; 29];
         let mut attr = InfoAttr {
@@ -352,8 +412,8 @@ pub fn recursion_misses(ebpf: &Ebpf) -> u64 {
             )
         };
         if r == 0 {
-            total += info[RECURSION_MISSES];
+            out.push((name.to_string(), info[RECURSION_MISSES]));
         }
     }
-    total
+    out
 }

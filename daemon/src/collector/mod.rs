@@ -5,11 +5,15 @@ pub mod batch;
 pub mod drain;
 pub mod hooks;
 pub mod kernel;
+pub mod kretprobe;
 pub mod records;
+pub mod rescue;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::{Btf, Ebpf, EbpfLoader};
-use records::{FlowKey, FlowVal, STAT_NAMES, STAT_RECURSION_MISSES};
+use records::{
+    FlowKey, FlowVal, STAT_KRETPROBE_MISSED, STAT_NAMES, STAT_RECURSION_MISSES, STAT_RESCUED,
+};
 use std::os::fd::AsFd;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/picosnitch.bpf.o"));
@@ -71,6 +75,8 @@ pub struct Attached {
     pub dns: Option<&'static str>,
     /// Why better DNS variants (or all of them) were refused.
     pub dns_refused: Vec<(&'static str, String)>,
+    /// Why the twins that count skipped runs (`rescue`) are not attached; `None`: they are.
+    pub no_rescue: Option<String>,
 }
 
 /// The outcome of trying one hook set: its name, and why it was refused.
@@ -99,29 +105,45 @@ fn check_kernel() -> Result<Btf, CollectorError> {
     Btf::from_sys_fs().map_err(|_| CollectorError::NoBtf)
 }
 
-fn load(opts: &Options) -> Result<Ebpf, CollectorError> {
+fn load(opts: &Options, object: &[u8]) -> Result<Ebpf, CollectorError> {
     // The ring buffer size must be a power-of-two number of pages.
     let ring = opts.ring_bytes.max(4096).next_power_of_two();
     let dns_ring = opts.dns_ring_bytes.max(4096).next_power_of_two();
     EbpfLoader::new()
+        // The twins' task storage: a map type aya has no wrapper for, used only by the programs.
+        .allow_unsupported_maps()
         .map_max_entries("totals", opts.totals_capacity.max(1024))
         .map_max_entries("procs", ring)
         .map_max_entries("dns_answers", dns_ring)
-        .load(OBJECT)
+        .load(object)
         .map_err(|e| CollectorError::Load(hooks::error_chain(&e)))
 }
 
 impl Collector {
-    /// Loads the object and attaches the process hooks and the best traffic hook set.
+    /// Loads the object with the twins of `rescue` and attaches the process hooks and the best
+    /// traffic hook set; on a kernel that refuses the twins, the plain object.
     pub fn start(opts: &Options) -> Result<Collector, CollectorError> {
         let btf = check_kernel()?;
-        let mut ebpf = load(opts)?;
-        hooks::attach_set(&mut ebpf, &btf, &hooks::COMMON).map_err(CollectorError::Common)?;
+        match Self::start_with(opts, &btf, rescue::OBJECT) {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                let why = e.to_string();
+                tracing::debug!("the object with twins was refused: {why}");
+                let mut c = Self::start_with(opts, &btf, OBJECT)?;
+                c.attached.no_rescue = Some(why);
+                Ok(c)
+            }
+        }
+    }
+
+    fn start_with(opts: &Options, btf: &Btf, object: &[u8]) -> Result<Collector, CollectorError> {
+        let mut ebpf = load(opts, object)?;
+        hooks::attach_set(&mut ebpf, btf, &hooks::COMMON).map_err(CollectorError::Common)?;
         let mut refused = Vec::new();
         let mut chosen = None;
         let mut skipped = Vec::new();
         for set in hooks::candidates(opts.hook_set.as_deref()) {
-            match hooks::attach_set(&mut ebpf, &btf, set) {
+            match hooks::attach_set(&mut ebpf, btf, set) {
                 Ok(s) => {
                     chosen = Some(set.name);
                     skipped = s;
@@ -150,7 +172,7 @@ impl Collector {
             .and_then(|m| RingBuf::try_from(m).ok())
             .ok_or(CollectorError::Map("procs"))?;
         let (dns, dns_refused) = if opts.dns {
-            attach_dns(&mut ebpf, &btf)
+            attach_dns(&mut ebpf, btf)
         } else {
             (
                 None,
@@ -178,6 +200,7 @@ impl Collector {
                 skipped,
                 dns,
                 dns_refused,
+                no_rescue: None,
             },
         })
     }
@@ -190,7 +213,7 @@ impl Collector {
             .chain(hooks::TRAFFIC.iter())
             .chain(hooks::DNS.iter());
         for set in sets {
-            let mut ebpf = load(opts)?;
+            let mut ebpf = load(opts, rescue::OBJECT).or_else(|_| load(opts, OBJECT))?;
             let r = hooks::attach_set(&mut ebpf, &btf, set).map(|_| ());
             hooks::unload_set(&mut ebpf, set);
             out.push((set.name, r));
@@ -217,7 +240,7 @@ impl Collector {
     }
 
     /// Per-CPU counters summed, indexed as `records::STAT_NAMES`; slot `STAT_RECURSION_MISSES`
-    /// holds the program runs the kernel skipped (`hooks::recursion_misses`).
+    /// holds the program runs the kernel skipped that no twin counted (`rescue::net_misses`).
     pub fn stats(&self) -> [u64; STAT_NAMES.len()] {
         let mut out = [0u64; STAT_NAMES.len()];
         for (i, slot) in out.iter_mut().enumerate() {
@@ -225,7 +248,9 @@ impl Collector {
                 *slot = v.iter().sum();
             }
         }
-        out[STAT_RECURSION_MISSES] = hooks::recursion_misses(&self._ebpf);
+        let per_program = hooks::recursion_misses(&self._ebpf).into_iter();
+        out[STAT_RECURSION_MISSES] = rescue::net_misses(per_program, out[STAT_RESCUED]);
+        out[STAT_KRETPROBE_MISSED] = kretprobe::missed();
         out
     }
 }

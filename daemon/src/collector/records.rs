@@ -101,7 +101,7 @@ unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowVal {}
 
 /// Indices of the per-CPU counters (enum stat_index in records.h).
-pub const STAT_NAMES: [&str; 13] = [
+pub const STAT_NAMES: [&str; 15] = [
     "proc_ringbuf_full",
     "totals_map_full",
     "pending_map_full",
@@ -117,13 +117,21 @@ pub const STAT_NAMES: [&str; 13] = [
     // Answers to no query that left: refused, not lost (dns::Counters adds the daemon's own).
     "dns_unsolicited",
     "dns_queries",
+    // Runs the kernel skipped that a twin counted (collector::rescue): not lost.
+    "rescued_runs",
+    // Not a kernel counter: returns our kretprobes missed (collector::kretprobe::missed).
+    "kretprobe_missed",
 ];
+/// The slot of `kretprobe_missed`, filled from tracefs rather than the stats map.
+pub const STAT_KRETPROBE_MISSED: usize = 14;
+/// The slot of `rescued_runs`.
+pub const STAT_RESCUED: usize = 13;
 /// The slot of `dns_unsolicited`: answers the kernel refused (not a loss).
 pub const STAT_DNS_UNSOLICITED: usize = 11;
 /// The slot of `recursion_misses`, filled from the programs' info rather than the stats map.
 pub const STAT_RECURSION_MISSES: usize = 7;
 /// Counters that mean data was lost (the others count activity).
-pub const LOSS_STATS: [usize; 7] = [0, 1, 2, 3, 7, 8, 9];
+pub const LOSS_STATS: [usize; 8] = [0, 1, 2, 3, 7, 8, 9, 14];
 
 pub fn comm_str(c: &[u8]) -> String {
     let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());

@@ -201,6 +201,8 @@ pub fn service_unit(i: &UnitInput) -> String {
          PrivateMounts=yes\n\
          PrivateIPC=yes\n\
          ProtectKernelTunables=yes\n\
+         # The kprobe hook set creates its return probes in tracefs.\n\
+         ReadWritePaths=-/sys/kernel/tracing\n\
          ProtectKernelModules=yes\n\
          ProtectKernelLogs=yes\n\
          ProtectControlGroups=yes\n\

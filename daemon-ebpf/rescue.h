@@ -1,0 +1,74 @@
+/* rescue.h: counts the runs the kernel skips. A tracing program preempted while it runs (full or
+ * lazy preemption: every 7.x kernel, 6.x with preempt=full) makes the kernel skip that program
+ * for every other task reaching the hook on that CPU (its recursion_misses). Each counting
+ * program is therefore followed on its hook by a twin (rs_*) that runs the same body only when
+ * the first did not run for this thread: the first sets the thread's bit, the twin takes it.
+ * The bits live in task storage (kernel >= 5.11), so this part is built into a second object
+ * (PICOSNITCH_RESCUE) that older kernels refuse; the daemon then loads the plain one.
+ *
+ * Exactly once: the twin runs after the first on the same invocation (tracepoint probes run in
+ * the order attached; trampolines run the newest first, so there the twin is attached first). A
+ * thread runs one invocation of a hook at a time (these hooks run in process context), so the
+ * bit can only be its own. A run both skip stays lost: the daemon reports the skips of the first
+ * programs less the rescued runs (STAT_RESCUED) as recursion_misses. */
+#ifndef PICOSNITCH_RESCUE_H
+#define PICOSNITCH_RESCUE_H
+
+enum run_slot {
+	RUN_SEND_LENGTH,
+	RUN_RECV_LENGTH,
+	RUN_COPY_DATAGRAM,
+	RUN_RCV_SPACE,
+	RUN_CONSUME_UDP,
+	RUN_INET_SENDMSG,
+	RUN_INET6_SENDMSG,
+	RUN_INET_RECVMSG,
+	RUN_INET6_RECVMSG,
+	RUN_INET_SENDPAGE,
+	RUN_EXEC,
+	RUN_FORK,
+	RUN_EXIT,
+};
+
+#ifdef PICOSNITCH_RESCUE
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u32);
+} ran SEC(".maps");
+
+/* The first program: marks this thread's run; false (the twin will count) if it cannot. */
+static __always_inline bool ran_first(__u32 slot)
+{
+	__u32 *r = bpf_task_storage_get(&ran, bpf_get_current_task_btf(), 0,
+					BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!r)
+		return false;
+	*r |= 1u << slot;
+	return true;
+}
+
+/* The twin: true when the first program did not run for this thread on this invocation. */
+static __always_inline bool ran_again(__u32 slot)
+{
+	__u32 *r = bpf_task_storage_get(&ran, bpf_get_current_task_btf(), 0,
+					BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (r && (*r & (1u << slot))) {
+		*r &= ~(1u << slot);
+		return false;
+	}
+	stat_add(STAT_RESCUED, 1);
+	return true;
+}
+
+#else
+
+static __always_inline bool ran_first(__u32 slot)
+{
+	return true;
+}
+
+#endif
+#endif
