@@ -76,6 +76,7 @@ int BPF_PROG(raw_sched_process_exec, struct task_struct *p, int old_pid, struct 
 {
 	if (ran_first(RUN_EXEC))
 		on_exec(bprm);
+	first_done(RUN_EXEC);
 	return 0;
 }
 
@@ -84,6 +85,7 @@ int BPF_PROG(raw_sched_process_fork, struct task_struct *parent, struct task_str
 {
 	if (ran_first(RUN_FORK))
 		on_fork(parent, child);
+	first_done(RUN_FORK);
 	return 0;
 }
 
@@ -92,6 +94,7 @@ int raw_sched_process_exit(void *ctx)
 {
 	if (ran_first(RUN_EXIT))
 		on_exit();
+	first_done(RUN_EXIT);
 	return 0;
 }
 

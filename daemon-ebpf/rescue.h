@@ -2,15 +2,17 @@
  * lazy preemption: every 7.x kernel, 6.x with preempt=full) makes the kernel skip that program
  * for every other task reaching the hook on that CPU (its recursion_misses). Each counting
  * program is therefore followed on its hook by a twin (rs_*) that runs the same body only when
- * the first did not run for this thread: the first sets the thread's bit, the twin takes it.
- * The bits live in task storage (kernel >= 5.11), so this part is built into a second object
- * (PICOSNITCH_RESCUE) that older kernels refuse; the daemon then loads the plain one.
+ * the first did not run on this invocation. Two marks tell it: the first program sets a bit of
+ * the thread (task storage, kernel >= 5.11) that the twin takes, and counts its runs in progress
+ * on the CPU. No bit: the first did not run. A bit, but a run of the first in progress on this
+ * CPU: the bit is one a skipped twin left behind, and the kernel skipped the first here. This
+ * part is built into a second object (PICOSNITCH_RESCUE) that older kernels refuse; the daemon
+ * then loads the plain one.
  *
- * Exactly once: the twin runs after the first on the same invocation (tracepoint probes run in
- * the order attached; trampolines run the newest first, so there the twin is attached first). A
- * thread runs one invocation of a hook at a time (these hooks run in process context), so the
- * bit can only be its own. A run both skip stays lost: the daemon reports the skips of the first
- * programs less the rescued runs (STAT_RESCUED) as recursion_misses. */
+ * Order: the twin runs after the first on the same invocation (tracepoint probes run in the order
+ * attached; trampolines run the newest first, so there the twin is attached first). A run both
+ * skip stays lost: the daemon reports the skips of the first programs less the rescued runs
+ * (STAT_RESCUED) as recursion_misses. */
 #ifndef PICOSNITCH_RESCUE_H
 #define PICOSNITCH_RESCUE_H
 
@@ -28,6 +30,7 @@ enum run_slot {
 	RUN_EXEC,
 	RUN_FORK,
 	RUN_EXIT,
+	RUN_SLOTS,
 };
 
 #ifdef PICOSNITCH_RESCUE
@@ -39,9 +42,22 @@ struct {
 	__type(value, __u32);
 } ran SEC(".maps");
 
-/* The first program: marks this thread's run; false (the twin will count) if it cannot. */
+/* Runs of each counting program in progress on this CPU (one preempted while it runs makes the
+ * kernel skip that program for every other task here: the twin then counts). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RUN_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} in_first SEC(".maps");
+
+/* The first program: marks this thread's run and this CPU's run in progress; false (the twin
+ * will count) if it cannot mark the thread. */
 static __always_inline bool ran_first(__u32 slot)
 {
+	__u32 *busy = bpf_map_lookup_elem(&in_first, &slot);
+	if (busy)
+		*busy += 1;
 	__u32 *r = bpf_task_storage_get(&ran, bpf_get_current_task_btf(), 0,
 					BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!r)
@@ -50,14 +66,27 @@ static __always_inline bool ran_first(__u32 slot)
 	return true;
 }
 
-/* The twin: true when the first program did not run for this thread on this invocation. */
+/* The end of the first program's run (whether it counted or not). */
+static __always_inline void first_done(__u32 slot)
+{
+	__u32 *busy = bpf_map_lookup_elem(&in_first, &slot);
+	if (busy && *busy > 0)
+		*busy -= 1;
+}
+
+/* The twin: true when the first program did not run for this thread on this invocation: the
+ * thread has no mark, or it has one a skipped twin left behind and a run of the first program is
+ * in progress on this CPU (so the kernel skipped it here). */
 static __always_inline bool ran_again(__u32 slot)
 {
+	__u32 *busy = bpf_map_lookup_elem(&in_first, &slot);
+	bool skipped_here = busy && *busy > 0;
 	__u32 *r = bpf_task_storage_get(&ran, bpf_get_current_task_btf(), 0,
 					BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (r && (*r & (1u << slot))) {
 		*r &= ~(1u << slot);
-		return false;
+		if (!skipped_here)
+			return false;
 	}
 	stat_add(STAT_RESCUED, 1);
 	return true;
@@ -68,6 +97,10 @@ static __always_inline bool ran_again(__u32 slot)
 static __always_inline bool ran_first(__u32 slot)
 {
 	return true;
+}
+
+static __always_inline void first_done(__u32 slot)
+{
 }
 
 #endif

@@ -142,6 +142,7 @@ int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
 {
 	if (ran_first(RUN_SEND_LENGTH))
 		send_length(sk, ret);
+	first_done(RUN_SEND_LENGTH);
 	return 0;
 }
 
@@ -163,6 +164,7 @@ int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 {
 	if (ran_first(RUN_RECV_LENGTH))
 		recv_length(sk, ret, flags);
+	first_done(RUN_RECV_LENGTH);
 	return 0;
 }
 
@@ -213,6 +215,7 @@ int BPF_PROG(fentry_skb_consume_udp, struct sock *sk, struct sk_buff *skb, int l
 {
 	if (ran_first(RUN_CONSUME_UDP))
 		stash_datagram_source(sk, skb, len);
+	first_done(RUN_CONSUME_UDP);
 	return 0;
 }
 
@@ -272,6 +275,7 @@ int BPF_PROG(tp_skb_copy_datagram_iovec, const struct sk_buff *skb, int len)
 {
 	if (ran_first(RUN_COPY_DATAGRAM))
 		copy_datagram(skb, len);
+	first_done(RUN_COPY_DATAGRAM);
 	return 0;
 }
 
@@ -355,6 +359,7 @@ int BPF_PROG(tp_tcp_rcv_space_adjust, struct sock *sk)
 {
 	if (ran_first(RUN_RCV_SPACE))
 		rcv_space_adjust(sk);
+	first_done(RUN_RCV_SPACE);
 	return 0;
 }
 

@@ -84,6 +84,7 @@ int BPF_PROG(fexit_inet_sendmsg, struct socket *sock, struct msghdr *msg, __u64 
 {
 	if (ran_first(RUN_INET_SENDMSG))
 		on_msg(sock, msg, ret, true);
+	first_done(RUN_INET_SENDMSG);
 	return 0;
 }
 
@@ -92,6 +93,7 @@ int BPF_PROG(fexit_inet6_sendmsg, struct socket *sock, struct msghdr *msg, __u64
 {
 	if (ran_first(RUN_INET6_SENDMSG))
 		on_msg(sock, msg, ret, true);
+	first_done(RUN_INET6_SENDMSG);
 	return 0;
 }
 
@@ -101,6 +103,7 @@ int BPF_PROG(fexit_inet_recvmsg, struct socket *sock, struct msghdr *msg, __u64 
 {
 	if (ran_first(RUN_INET_RECVMSG) && !(flags & MSG_PEEK))
 		on_msg(sock, msg, ret, false);
+	first_done(RUN_INET_RECVMSG);
 	return 0;
 }
 
@@ -110,6 +113,7 @@ int BPF_PROG(fexit_inet6_recvmsg, struct socket *sock, struct msghdr *msg, __u64
 {
 	if (ran_first(RUN_INET6_RECVMSG) && !(flags & MSG_PEEK))
 		on_msg(sock, msg, ret, false);
+	first_done(RUN_INET6_RECVMSG);
 	return 0;
 }
 
@@ -120,6 +124,7 @@ int BPF_PROG(fexit_inet_sendpage, struct socket *sock, void *page, int offset, _
 {
 	if (ran_first(RUN_INET_SENDPAGE))
 		on_msg(sock, 0, ret, true);
+	first_done(RUN_INET_SENDPAGE);
 	return 0;
 }
 

@@ -52,6 +52,9 @@ CHOSEN=$(awk '/<- would attach/ && $1 !~ /^dns/ {print $1}' /tmp/doctor.txt)
 DNSCAP=$(awk '/<- would attach/ && $1 ~ /^dns/ {print $1}' /tmp/doctor.txt)
 SETS=$(awk '$2 == "ok" && ($1 == "tp_btf" || $1 == "fexit" || $1 == "kprobe") {printf "%s ", $1}' /tmp/doctor.txt)
 ATTACH=$(echo $SETS | tr ' ' ,)
+# picosnitch.sets=auto on the kernel command line: only the set the daemon chooses itself (the
+# fully preemptible kernels: see the README on forced trampoline sets there).
+case " $(cat /proc/cmdline) " in *" picosnitch.sets=auto "*) SETS=$CHOSEN ;; esac
 echo "DOCTOR kernel=$KREL chose=${CHOSEN:-none} attach=${ATTACH:-none} dns=${DNSCAP:-none}"
 
 # name | generator arguments | rows: ports (client's lport+rport), server (rport), all | family | protocol

@@ -27,12 +27,13 @@ MIRROR=http://deb.debian.org
 
 # label  suite  package (a meta-package is followed to the package that holds the kernel)  [kernel
 # command line]. 6.12-full: the same kernel with full preemption, where the kernel skips a tracing
-# program preempted while another run of it is active on that CPU (as on every 7.x kernel).
+# program preempted while another run of it is active on that CPU (as on every 7.x kernel); on
+# these two only the hook set the daemon chooses runs (picosnitch.sets=auto, see guest-init.sh).
 KERNEL_TABLE='5.10 bullseye linux-image-amd64
 6.1 bookworm linux-image-amd64
 6.12 bookworm linux-image-6.12-amd64
-6.12-full bookworm linux-image-6.12-amd64 preempt=full
-sid sid linux-image-amd64'
+6.12-full bookworm linux-image-6.12-amd64 preempt=full picosnitch.sets=auto
+sid sid linux-image-amd64 picosnitch.sets=auto'
 # Modules the guest loads (with what they need) for the cases the host kernel cannot run.
 MODULES='sctp'
 WANT=${PICOSNITCH_VM_KERNELS:-$(awk '{printf "%s ", $1}' <<<"$KERNEL_TABLE")}
