@@ -39,7 +39,7 @@ pub struct Pipeline {
     stall_after: Duration,
     /// What is wrong with the writer, once said (said again only when it changes).
     writer_problem: Option<String>,
-    /// Where `/metrics` reads the DNS counters; None in tests that run the pipeline bare.
+    /// Where `/metrics` reads the DNS counters and losses; None in tests that run the pipeline bare.
     feed: Option<crate::api::Feed>,
 }
 
@@ -369,6 +369,9 @@ impl Pipeline {
 
     fn loss(&mut self, contime: i64, source: &str, count: u64) {
         self.losses = self.losses.saturating_add(count);
+        if let Some(f) = &self.feed {
+            f.counted_loss(source, count);
+        }
         self.sink.send(Msg::Loss {
             contime,
             source: source.to_string(),

@@ -1,6 +1,7 @@
 //! writer: the database writer cannot be stalled by what it hashes, its queue is bounded in
 //! bytes, a writer that stops writing stops the watchdog and fails the exit status, and
 //! `[database] enabled = false` keeps rows out of SQLite while the other sinks still run.
+mod api_support;
 mod common;
 mod service_support;
 
@@ -16,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
-const NO_API: &str = "[api]\nlisten = \"\"\nsocket = false\n";
 
 /// A directory `nobody` can run programs from.
 fn shared_dir() -> tempfile::TempDir {
@@ -252,10 +252,11 @@ fn a_stalled_writer_stops_the_watchdog_and_its_queue_stays_bounded() {
     let root = tempfile::tempdir().unwrap();
     let notify = NotifySocket::bind(root.path());
     // Stall limit: 3 windows + 10 s = 13 s.
-    let config = format!(
-        "[database]\nwrite_limit_seconds = 1\nqueue_max_bytes = 65536\n{NO_API}[desktop]\nnotifications = false\n"
-    );
-    let mut cmd = daemon_command(root.path(), &config);
+    // The API on its unix socket only: /metrics must show the dropped windows while stalled.
+    let config =
+        "[database]\nwrite_limit_seconds = 1\nqueue_max_bytes = 65536\n[api]\nlisten = \"\"\n\
+                  [desktop]\nnotifications = false\n";
+    let mut cmd = daemon_command(root.path(), config);
     cmd.env("NOTIFY_SOCKET", &notify.path)
         .env("WATCHDOG_USEC", "4000000");
     let mut svc = Service::spawn(cmd);
@@ -291,6 +292,20 @@ fn a_stalled_writer_stops_the_watchdog_and_its_queue_stays_bounded() {
     assert_eq!(silent, 0, "pings went on while the writer was stalled");
     assert!(svc.log().contains("the watchdog is no longer pinged"));
     assert!(svc.log().contains("the database writer's queue is full"));
+    // The writer cannot store the loss yet; /metrics counts it already.
+    let api = api_support::To::Unix(root.path().join("run/picosnitch/api.sock"));
+    let metrics = api_support::get(&api, "/metrics");
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    let queued_loss: u64 = metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("picosnitch_losses_total{source=\"sink_queue_full\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        queued_loss > 0,
+        "no sink_queue_full in /metrics while stalled"
+    );
     let rss_stalled = rss_kib(svc.pid());
     lock.release();
 

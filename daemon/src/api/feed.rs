@@ -140,9 +140,14 @@ impl Feed {
         }
     }
 
-    /// A loss report was committed.
-    pub fn loss(&self, contime: i64, source: &str, count: u64) {
+    /// A loss was counted (`/metrics` shows it at once, before the writer stores it: a stalled
+    /// writer is when it matters most).
+    pub fn counted_loss(&self, source: &str, count: u64) {
         self.inner.metrics.loss(source, count);
+    }
+
+    /// A loss report was committed: subscribers of the feed get it.
+    pub fn loss(&self, contime: i64, source: &str, count: u64) {
         if self.inner.tx.receiver_count() > 0 {
             let json =
                 json!({ "kind": "loss", "contime": contime, "source": source, "count": count });
