@@ -159,7 +159,8 @@ fetch_kernel() { # label suite package
 		cp "$tmp"/boot/config-* "$dir/" 2>/dev/null || true
 		rm -rf "$dir/modules"
 		# 7.x packages hold the modules apart from the kernel, in linux-modules-RELEASE.
-		if ! ls -d "$tmp"/lib/modules/*/kernel "$tmp"/usr/lib/modules/*/kernel >/dev/null 2>&1; then
+		if ! compgen -G "$tmp/lib/modules/*/kernel" >/dev/null &&
+			! compgen -G "$tmp/usr/lib/modules/*/kernel" >/dev/null; then
 			local mpkg=linux-modules-${pkg#linux-binary-} mdeb
 			mdeb=$(ls "$CACHE/debs/${mpkg}_"*.deb 2>/dev/null | tail -n 1 || true)
 			if [ -z "$mdeb" ]; then
@@ -170,7 +171,7 @@ fetch_kernel() { # label suite package
 			fi
 			dpkg-deb -x "$mdeb" "$tmp"
 		fi
-		python3 "$HERE/modules.py" "$tmp" "$dir/modules" $MODULES >&2 || { rm -rf "$tmp"; die "cannot take the modules ($MODULES) from $deb"; }
+		python3 "$HERE/modules.py" "$tmp" "$dir/modules" $MODULES >&2 || { rm -rf "$tmp"; die "cannot take the modules ($MODULES) of $pkg"; }
 		touch "$dir/modules.ok"
 		rm -rf "$tmp"
 	fi

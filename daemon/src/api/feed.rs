@@ -226,6 +226,7 @@ mod tests {
             &[test_row("/b", 3, 4), test_row("/c", 5, 6)],
             Duration::from_millis(1),
         );
+        feed.counted_loss("ringbuf_full", 2);
         feed.loss(7, "ringbuf_full", 2);
         let b = rx.try_recv().unwrap();
         assert_eq!(b.len(), 2);
@@ -241,6 +242,7 @@ mod tests {
         let m = feed.metrics().snapshot();
         assert_eq!(m.rows, 3);
         assert_eq!(m.windows, 2);
+        // Counted once, when counted; the committed report only feeds subscribers.
         assert_eq!(m.losses.get("ringbuf_full"), Some(&2));
     }
 }
