@@ -112,11 +112,7 @@ pub fn start_no_daemon(config: Option<PathBuf>) -> ExitCode {
     }
     log_dns(&collector.attached);
     log_udp_sources(&collector.attached);
-    if let Some(why) = &collector.attached.no_rescue {
-        tracing::info!(
-            "runs the kernel skips (a hook program preempted on a preemptible kernel) are reported as recursion_misses, not counted again: {why}"
-        );
-    }
+    log_rescue(&collector.attached);
     // For the API's answers and the event feed; reopened on SIGHUP.
     let geoip = crate::geoip::Shared::open(&cfg.geoip);
     if !cfg.database.enabled {
@@ -306,6 +302,15 @@ fn api_info(attached: &crate::collector::Attached) -> crate::api::Info {
 }
 
 /// Says so when the hook that reads the source of UDP datagrams read with `recv()` is missing.
+/// Says when the twins that count skipped runs could not be loaded, and why.
+fn log_rescue(attached: &crate::collector::Attached) {
+    if let Some(why) = &attached.no_rescue {
+        tracing::info!(
+            "runs the kernel skips (a hook program preempted on a preemptible kernel) are reported as recursion_misses, not counted again: {why}"
+        );
+    }
+}
+
 fn log_udp_sources(attached: &crate::collector::Attached) {
     let consume_udp = ["fentry_skb_consume_udp:", "kp_skb_consume_udp:"];
     if attached

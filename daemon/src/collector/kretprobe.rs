@@ -50,8 +50,13 @@ fn event_name(program: &str) -> String {
     format!("{program}_{}", std::process::id())
 }
 
-/// Removes the events a daemon that is no longer running left behind.
+/// Removes the events a daemon that is no longer running left behind (once per process).
 fn remove_stale() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(remove_stale_now);
+}
+
+fn remove_stale_now() {
     let Ok(list) = fs::read_to_string(
         tracefs()
             .map(|d| d.join("kprobe_events"))
