@@ -74,8 +74,8 @@ static __always_inline void on_exit(void)
 SEC("raw_tp/sched_process_exec")
 int BPF_PROG(raw_sched_process_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
 {
-	if (ran_first(RUN_EXEC))
-		on_exec(bprm);
+	first_start(RUN_EXEC);
+	on_exec(bprm);
 	first_done(RUN_EXEC);
 	return 0;
 }
@@ -83,8 +83,8 @@ int BPF_PROG(raw_sched_process_exec, struct task_struct *p, int old_pid, struct 
 SEC("raw_tp/sched_process_fork")
 int BPF_PROG(raw_sched_process_fork, struct task_struct *parent, struct task_struct *child)
 {
-	if (ran_first(RUN_FORK))
-		on_fork(parent, child);
+	first_start(RUN_FORK);
+	on_fork(parent, child);
 	first_done(RUN_FORK);
 	return 0;
 }
@@ -92,8 +92,8 @@ int BPF_PROG(raw_sched_process_fork, struct task_struct *parent, struct task_str
 SEC("raw_tp/sched_process_exit")
 int raw_sched_process_exit(void *ctx)
 {
-	if (ran_first(RUN_EXIT))
-		on_exit();
+	first_start(RUN_EXIT);
+	on_exit();
 	first_done(RUN_EXIT);
 	return 0;
 }

@@ -86,10 +86,20 @@ int BPF_PROG(rs_inet_sendpage, struct socket *sock, void *page, int offset, __u6
 	return 0;
 }
 
+/* Process events: a twin and a third program (ran_twin, ran_third). */
 SEC("raw_tp/sched_process_exec")
 int BPF_PROG(rs_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
 {
-	if (ran_again(RUN_EXEC))
+	if (ran_twin(RUN_EXEC))
+		on_exec(bprm);
+	twin_done(RUN_EXEC);
+	return 0;
+}
+
+SEC("raw_tp/sched_process_exec")
+int BPF_PROG(rs_exec3, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
+{
+	if (ran_third(RUN_EXEC))
 		on_exec(bprm);
 	return 0;
 }
@@ -97,7 +107,16 @@ int BPF_PROG(rs_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 SEC("raw_tp/sched_process_fork")
 int BPF_PROG(rs_fork, struct task_struct *parent, struct task_struct *child)
 {
-	if (ran_again(RUN_FORK))
+	if (ran_twin(RUN_FORK))
+		on_fork(parent, child);
+	twin_done(RUN_FORK);
+	return 0;
+}
+
+SEC("raw_tp/sched_process_fork")
+int BPF_PROG(rs_fork3, struct task_struct *parent, struct task_struct *child)
+{
+	if (ran_third(RUN_FORK))
 		on_fork(parent, child);
 	return 0;
 }
@@ -105,7 +124,16 @@ int BPF_PROG(rs_fork, struct task_struct *parent, struct task_struct *child)
 SEC("raw_tp/sched_process_exit")
 int rs_exit(void *ctx)
 {
-	if (ran_again(RUN_EXIT))
+	if (ran_twin(RUN_EXIT))
+		on_exit();
+	twin_done(RUN_EXIT);
+	return 0;
+}
+
+SEC("raw_tp/sched_process_exit")
+int rs_exit3(void *ctx)
+{
+	if (ran_third(RUN_EXIT))
 		on_exit();
 	return 0;
 }

@@ -140,8 +140,8 @@ static __always_inline void send_length(struct sock *sk, int ret)
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
 {
-	if (ran_first(RUN_SEND_LENGTH))
-		send_length(sk, ret);
+	first_start(RUN_SEND_LENGTH);
+	send_length(sk, ret);
 	first_done(RUN_SEND_LENGTH);
 	return 0;
 }
@@ -162,8 +162,8 @@ static __always_inline void recv_length(struct sock *sk, int ret, int flags)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 {
-	if (ran_first(RUN_RECV_LENGTH))
-		recv_length(sk, ret, flags);
+	first_start(RUN_RECV_LENGTH);
+	recv_length(sk, ret, flags);
 	first_done(RUN_RECV_LENGTH);
 	return 0;
 }
@@ -213,8 +213,8 @@ static __always_inline void stash_datagram_source(struct sock *sk, struct sk_buf
 SEC("fentry/skb_consume_udp")
 int BPF_PROG(fentry_skb_consume_udp, struct sock *sk, struct sk_buff *skb, int len)
 {
-	if (ran_first(RUN_CONSUME_UDP))
-		stash_datagram_source(sk, skb, len);
+	first_start(RUN_CONSUME_UDP);
+	stash_datagram_source(sk, skb, len);
 	first_done(RUN_CONSUME_UDP);
 	return 0;
 }
@@ -273,8 +273,8 @@ static __always_inline void copy_datagram(const struct sk_buff *skb, int len)
 SEC("tp_btf/skb_copy_datagram_iovec")
 int BPF_PROG(tp_skb_copy_datagram_iovec, const struct sk_buff *skb, int len)
 {
-	if (ran_first(RUN_COPY_DATAGRAM))
-		copy_datagram(skb, len);
+	first_start(RUN_COPY_DATAGRAM);
+	copy_datagram(skb, len);
 	first_done(RUN_COPY_DATAGRAM);
 	return 0;
 }
@@ -357,8 +357,8 @@ static __always_inline void rcv_space_adjust(struct sock *sk)
 SEC("tp_btf/tcp_rcv_space_adjust")
 int BPF_PROG(tp_tcp_rcv_space_adjust, struct sock *sk)
 {
-	if (ran_first(RUN_RCV_SPACE))
-		rcv_space_adjust(sk);
+	first_start(RUN_RCV_SPACE);
+	rcv_space_adjust(sk);
 	first_done(RUN_RCV_SPACE);
 	return 0;
 }

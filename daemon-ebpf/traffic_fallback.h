@@ -82,8 +82,8 @@ static __always_inline void on_msg(struct socket *sock, struct msghdr *msg, int 
 SEC("fexit/inet_sendmsg")
 int BPF_PROG(fexit_inet_sendmsg, struct socket *sock, struct msghdr *msg, __u64 size, int ret)
 {
-	if (ran_first(RUN_INET_SENDMSG))
-		on_msg(sock, msg, ret, true);
+	first_start(RUN_INET_SENDMSG);
+	on_msg(sock, msg, ret, true);
 	first_done(RUN_INET_SENDMSG);
 	return 0;
 }
@@ -91,8 +91,8 @@ int BPF_PROG(fexit_inet_sendmsg, struct socket *sock, struct msghdr *msg, __u64 
 SEC("fexit/inet6_sendmsg")
 int BPF_PROG(fexit_inet6_sendmsg, struct socket *sock, struct msghdr *msg, __u64 size, int ret)
 {
-	if (ran_first(RUN_INET6_SENDMSG))
-		on_msg(sock, msg, ret, true);
+	first_start(RUN_INET6_SENDMSG);
+	on_msg(sock, msg, ret, true);
 	first_done(RUN_INET6_SENDMSG);
 	return 0;
 }
@@ -101,7 +101,8 @@ SEC("fexit/inet_recvmsg")
 int BPF_PROG(fexit_inet_recvmsg, struct socket *sock, struct msghdr *msg, __u64 size, int flags,
 	     int ret)
 {
-	if (ran_first(RUN_INET_RECVMSG) && !(flags & MSG_PEEK))
+	first_start(RUN_INET_RECVMSG);
+	if (!(flags & MSG_PEEK))
 		on_msg(sock, msg, ret, false);
 	first_done(RUN_INET_RECVMSG);
 	return 0;
@@ -111,7 +112,8 @@ SEC("fexit/inet6_recvmsg")
 int BPF_PROG(fexit_inet6_recvmsg, struct socket *sock, struct msghdr *msg, __u64 size, int flags,
 	     int ret)
 {
-	if (ran_first(RUN_INET6_RECVMSG) && !(flags & MSG_PEEK))
+	first_start(RUN_INET6_RECVMSG);
+	if (!(flags & MSG_PEEK))
 		on_msg(sock, msg, ret, false);
 	first_done(RUN_INET6_RECVMSG);
 	return 0;
@@ -122,8 +124,8 @@ SEC("fexit/inet_sendpage")
 int BPF_PROG(fexit_inet_sendpage, struct socket *sock, void *page, int offset, __u64 size, int flags,
 	     int ret)
 {
-	if (ran_first(RUN_INET_SENDPAGE))
-		on_msg(sock, 0, ret, true);
+	first_start(RUN_INET_SENDPAGE);
+	on_msg(sock, 0, ret, true);
 	first_done(RUN_INET_SENDPAGE);
 	return 0;
 }

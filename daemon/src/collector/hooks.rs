@@ -212,6 +212,7 @@ fn attach_one(ebpf: &mut Ebpf, btf: &Btf, a: Attach) -> Result<(), String> {
             }
             Attach::KRetProbe(name, func) => {
                 let p: &mut KProbe = prog.try_into()?;
+                p.load()?;
                 if let Err(why) = super::kretprobe::attach(name, p, func) {
                     // perf's own return probe follows 10 calls in flight; returns past them
                     // are skipped without a count.

@@ -116,11 +116,9 @@ fn ioctl(fd: &OwnedFd, request: u32, arg: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
-/// Loads `prog` and attaches it to the return of `func` with `MAXACTIVE` slots.
+/// Attaches the loaded `prog` to the return of `func` with `MAXACTIVE` slots.
 pub fn attach(program: &'static str, prog: &mut KProbe, func: &str) -> Result<(), String> {
     remove_stale();
-    prog.load()
-        .map_err(|e| format!("{program}: {}", super::hooks::error_chain(&e)))?;
     let fail = |what: &str, e: io::Error| format!("{program}: {what}: {e}");
     let event = event_name(program);
     write_events(&format!("r{MAXACTIVE}:{GROUP}/{event} {func}"))
@@ -169,6 +167,17 @@ pub fn detach(program: &str) {
         *all = keep;
         gone
     };
+    remove(gone);
+}
+
+/// Detaches every return probe and removes their events (the daemon's exit).
+pub fn detach_all() {
+    let gone: Vec<RetProbe> = lock().drain(..).collect();
+    remove(gone);
+}
+
+/// Closes each probe's perf event (which detaches its program), then removes its event.
+fn remove(gone: Vec<RetProbe>) {
     for r in gone {
         let event = r.event.clone();
         drop(r);

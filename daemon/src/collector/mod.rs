@@ -91,6 +91,15 @@ pub struct Collector {
     dns_ring: Option<RingBuf<MapData>>,
     pub capacity: u32,
     pub attached: Attached,
+    /// Skipped runs no twin counted, once a second read agrees (`rescue::Confirmed`).
+    misses: std::sync::Mutex<rescue::Confirmed>,
+}
+
+impl Drop for Collector {
+    /// Return probes live in tracefs, outside the programs: removed here, before the programs.
+    fn drop(&mut self) {
+        kretprobe::detach_all();
+    }
 }
 
 fn check_kernel() -> Result<Btf, CollectorError> {
@@ -202,6 +211,7 @@ impl Collector {
                 dns_refused,
                 no_rescue: None,
             },
+            misses: Default::default(),
         })
     }
 
@@ -239,17 +249,25 @@ impl Collector {
         batch::delete_keys(self.totals.fd().as_fd(), keys)
     }
 
-    /// Per-CPU counters summed, indexed as `records::STAT_NAMES`; slot `STAT_RECURSION_MISSES`
-    /// holds the program runs the kernel skipped that no twin counted (`rescue::net_misses`).
-    pub fn stats(&self) -> [u64; STAT_NAMES.len()] {
+    fn stat_slots(&self) -> [u64; STAT_NAMES.len()] {
         let mut out = [0u64; STAT_NAMES.len()];
         for (i, slot) in out.iter_mut().enumerate() {
             if let Ok(v) = self.stats.get(&(i as u32), 0) {
                 *slot = v.iter().sum();
             }
         }
-        let per_program = hooks::recursion_misses(&self._ebpf).into_iter();
-        out[STAT_RECURSION_MISSES] = rescue::net_misses(per_program, out[STAT_RESCUED]);
+        out
+    }
+
+    /// Per-CPU counters summed, indexed as `records::STAT_NAMES`; slot `STAT_RECURSION_MISSES`
+    /// holds the program runs the kernel skipped that no twin counted (`rescue::net_misses`).
+    pub fn stats(&self) -> [u64; STAT_NAMES.len()] {
+        let mut out = self.stat_slots();
+        let mut misses = self.misses.lock().unwrap_or_else(|p| p.into_inner());
+        out[STAT_RECURSION_MISSES] = misses.update(|| {
+            let per_program = hooks::recursion_misses(&self._ebpf);
+            rescue::net_misses(per_program.into_iter(), self.stat_slots()[STAT_RESCUED])
+        });
         out[STAT_KRETPROBE_MISSED] = kretprobe::missed();
         out
     }
