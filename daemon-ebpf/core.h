@@ -56,10 +56,28 @@ typedef struct {
 	int counter;
 } PRESERVE atomic_t;
 
+#if defined(__TARGET_ARCH_arm64)
+/* arm64: bpf_tracing.h reads the registers through user_pt_regs. */
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+
+struct pt_regs {
+	struct user_pt_regs user_regs;
+	__u64 orig_x0;
+	__s32 syscallno;
+} PRESERVE;
+#define SYSCALL_NR(regs) ((regs)->syscallno)
+#else
 struct pt_regs {
 	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs,
 		flags, sp, ss;
 } PRESERVE;
+#define SYSCALL_NR(regs) ((regs)->orig_ax)
+#endif
 
 struct ns_common {
 	unsigned int inum;

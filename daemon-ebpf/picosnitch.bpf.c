@@ -12,9 +12,20 @@
 #define MSG_PEEK 2
 #define EEXIST 17
 
-/* x86_64 syscall numbers. */
+/* Syscall numbers of the target architecture. */
+#if defined(__TARGET_ARCH_arm64) || defined(__TARGET_ARCH_riscv) || defined(__TARGET_ARCH_loongarch)
+#define NR_SENDTO 206
+#define NR_SENDMSG 211
+#define NR_SENDFILE 71
+#define NR_SPLICE 76
+#elif defined(__TARGET_ARCH_x86)
 #define NR_SENDTO 44
 #define NR_SENDMSG 46
+#define NR_SENDFILE 40
+#define NR_SPLICE 275
+#else
+#error "syscall numbers of this architecture are not known"
+#endif
 
 char LICENSE[] SEC("license") = "GPL";
 

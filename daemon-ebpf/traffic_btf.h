@@ -7,8 +7,6 @@
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define IPPROTO_SCTP 132
-#define NR_SENDFILE 40
-#define NR_SPLICE 275
 
 /* The peer of the datagram a thread is sending or has just copied to user space, kept from the
  * hook that sees it to the sock_*_length hook that counts its bytes, in the same system call. A
@@ -106,12 +104,12 @@ static __always_inline bool take_recv_peer(struct sock *sk, __u32 len, struct fl
 static __always_inline void peer_of_send_syscall(struct flow_key *k)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	long nr = regs->orig_ax;
+	long nr = SYSCALL_NR(regs);
 	void *name = 0;
 	if (nr == NR_SENDTO) {
-		name = (void *)regs->r8;
+		name = (void *)PT_REGS_PARM5_SYSCALL(regs);
 	} else if (nr == NR_SENDMSG) {
-		struct user_msghdr *m = (void *)regs->si;
+		struct user_msghdr *m = (void *)PT_REGS_PARM2_SYSCALL(regs);
 		bpf_probe_read_user(&name, sizeof(name), &m->msg_name);
 	}
 	read_peer(name, true, k);
@@ -333,7 +331,7 @@ int cg_recvmsg6(struct bpf_sock_addr *ctx)
 static __always_inline void rcv_space_adjust(struct sock *sk)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	long nr = regs->orig_ax;
+	long nr = SYSCALL_NR(regs);
 	if (nr != NR_SPLICE && nr != NR_SENDFILE)
 		return;
 	struct flow_key k = {};

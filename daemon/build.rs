@@ -22,18 +22,16 @@ fn main() {
 
 fn compile(src_dir: &std::path::Path, out: &std::path::Path, defines: &[&str]) {
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".into());
+    println!("cargo:rerun-if-env-changed=CLANG");
+    println!("cargo:rerun-if-env-changed=BPF_CFLAGS");
+    // Extra flags, e.g. the include directory of libbpf's headers where it is not /usr/include.
+    let extra = env::var("BPF_CFLAGS").unwrap_or_default();
     let status = Command::new(&clang)
-        .args([
-            "-g",
-            "-O2",
-            "-target",
-            "bpf",
-            "-D__TARGET_ARCH_x86",
-            "-Wall",
-            "-Werror",
-        ])
+        .args(["-g", "-O2", "-target", "bpf", "-Wall", "-Werror"])
+        .arg(format!("-D__TARGET_ARCH_{}", bpf_arch()))
         .args(defines)
-        .args(["-Wno-unused-function", "-I/usr/include/x86_64-linux-gnu"])
+        .arg("-Wno-unused-function")
+        .args(extra.split_whitespace())
         .arg("-c")
         .arg(src_dir.join("picosnitch.bpf.c"))
         .arg("-o")
@@ -44,4 +42,18 @@ fn compile(src_dir: &std::path::Path, out: &std::path::Path, defines: &[&str]) {
         status.success(),
         "clang failed to compile the eBPF programs"
     );
+}
+
+/// The architecture name libbpf's bpf_tracing.h expects for the target being built.
+fn bpf_arch() -> &'static str {
+    match env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
+        Ok("x86_64") => "x86",
+        Ok("aarch64") => "arm64",
+        Ok("riscv64") => "riscv",
+        Ok("powerpc64") => "powerpc",
+        Ok("s390x") => "s390",
+        Ok("loongarch64") => "loongarch",
+        Ok(other) => panic!("no eBPF target architecture known for {other}"),
+        Err(_) => panic!("CARGO_CFG_TARGET_ARCH is not set"),
+    }
 }

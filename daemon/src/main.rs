@@ -64,6 +64,10 @@ enum Command {
         /// Configuration file the service uses (default: /etc/picosnitch/config.toml).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Write the units into this directory instead (a package's lib/systemd/system), without
+        /// reloading systemd.
+        #[arg(long)]
+        unit_dir: Option<PathBuf>,
     },
     /// Run the monitor in the foreground (SIGTERM/SIGINT write everything and exit 0).
     StartNoDaemon {
@@ -128,7 +132,7 @@ fn main() -> ExitCode {
         Command::Stop => service::control::stop(),
         Command::Restart { config } => service::control::restart(config),
         Command::Status => service::report::status(),
-        Command::Systemd { config } => service::units::systemd(config),
+        Command::Systemd { config, unit_dir } => service::units::systemd(config, unit_dir),
         Command::StartNoDaemon { config } => run::start_no_daemon(config),
         Command::CheckConfig { file } => service::control::check_config(&file),
         Command::Doctor => {

@@ -25,6 +25,10 @@ impl Default for Data {
     }
 }
 
+/// The id of a `[data]` owner or group this machine does not have (a file checked where it is
+/// built, not where it runs); never applied to a file.
+pub const ID_NOT_HERE: u32 = u32::MAX;
+
 /// `[data]` resolved: numeric owner, group and mode, applied to every data file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataAccess {
@@ -56,14 +60,14 @@ impl Data {
     }
 
     /// Like [`Data::resolve`], but a user or group missing on this machine is a warning (and
-    /// root's id stands in for it).
+    /// [`ID_NOT_HERE`] stands in for it: not root, so the units still grant what it needs).
     pub fn resolve_or_warn(&self, warnings: &mut Vec<String>) -> Result<DataAccess, Problem> {
         let mut missing = |r: Result<u32, Problem>| {
             r.unwrap_or_else(|p| {
                 warnings.push(format!(
                     "{p} (not on this machine; the daemon will not start where it is missing)"
                 ));
-                0
+                ID_NOT_HERE
             })
         };
         let uid = missing(self.uid());

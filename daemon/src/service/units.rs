@@ -303,12 +303,22 @@ fn remove_stale(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// `picosnitch systemd [--config FILE]`: writes both units into /etc/systemd/system (under
-/// `$PICOSNITCH_ROOT` when set) and reloads systemd when it runs.
-pub fn systemd(config: Option<PathBuf>) -> ExitCode {
-    let paths = Paths::from_env();
+/// `picosnitch systemd [--config FILE] [--unit-dir DIR]`: writes both units into DIR, or into
+/// /etc/systemd/system (under `$PICOSNITCH_ROOT` when set) and then reloads systemd when it runs.
+pub fn systemd(config: Option<PathBuf>, unit_dir: Option<PathBuf>) -> ExitCode {
+    let mut paths = Paths::from_env();
+    let reload = unit_dir.is_none();
+    if let Some(dir) = unit_dir {
+        paths.unit_dir = dir;
+    }
     let cfg_path = config.clone().unwrap_or_else(|| paths.config.clone());
-    let loaded = match crate::config::load(&cfg_path, config.is_some()) {
+    // Units written into a directory are for another machine (a package being built): the
+    // [data] owner and group may exist only there.
+    let loaded = match if reload {
+        crate::config::load(&cfg_path, config.is_some())
+    } else {
+        crate::config::load_for_elsewhere(&cfg_path, config.is_some())
+    } {
         Ok(l) => l,
         Err(e) => {
             eprintln!("picosnitch: {e}");
@@ -365,7 +375,7 @@ pub fn systemd(config: Option<PathBuf>) -> ExitCode {
             paths.unit_dir.join(SERVICE).display()
         ),
     }
-    if crate::paths::root_from_env().is_none() && systemd_booted() {
+    if reload && crate::paths::root_from_env().is_none() && systemd_booted() {
         let ok = std::process::Command::new("systemctl")
             .arg("daemon-reload")
             .status()
