@@ -207,6 +207,8 @@ impl From<Problem> for ConfigError {
 pub struct Loaded {
     pub config: Config,
     pub warnings: Vec<String>,
+    /// The warnings about sections and keys this version does not know (also in `warnings`).
+    pub unknown: Vec<String>,
     /// `[data]` with names resolved to ids.
     pub data: DataAccess,
     /// The `[log]` ignore lists, parsed (applied by `filter.rs`).
@@ -269,7 +271,8 @@ fn from_text(path: &Path, text: Option<&str>, names: Names) -> Result<Loaded, Co
             .filter(|k| k.as_str().contains("__"))
             .split("__"),
     );
-    let mut warnings = unknown_keys(&fig);
+    let unknown = unknown_keys(&fig);
+    let mut warnings = unknown.clone();
     let remote_database = fig
         .find_value("database.remote")
         .is_ok_and(|v| v.as_dict().is_some_and(|d| !d.is_empty()));
@@ -292,6 +295,7 @@ fn from_text(path: &Path, text: Option<&str>, names: Names) -> Result<Loaded, Co
     Ok(Loaded {
         config,
         warnings,
+        unknown,
         data,
         log_filters,
     })

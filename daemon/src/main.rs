@@ -79,6 +79,10 @@ enum Command {
     CheckConfig {
         /// The file to check.
         file: PathBuf,
+        /// An unknown section or key is an error too (a generated file, checked where it is
+        /// built).
+        #[arg(long)]
+        strict: bool,
     },
     /// Show what this kernel offers and which hook set would be attached.
     Doctor,
@@ -134,7 +138,7 @@ fn main() -> ExitCode {
         Command::Status => service::report::status(),
         Command::Systemd { config, unit_dir } => service::units::systemd(config, unit_dir),
         Command::StartNoDaemon { config } => run::start_no_daemon(config),
-        Command::CheckConfig { file } => service::control::check_config(&file),
+        Command::CheckConfig { file, strict } => service::control::check_config(&file, strict),
         Command::Doctor => {
             let (text, ok) = doctor::report(&collector::Options::default());
             print!("{text}");

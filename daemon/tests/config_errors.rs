@@ -218,6 +218,27 @@ fn check_config_accepts_good_files_and_warns_about_unknown_keys() {
         err.contains("unknown config section [dashboard] is ignored"),
         "{err}"
     );
+    // --strict (a generated file): the same keys are errors; a good file still passes, and a
+    // [data] group missing here (it exists where the file runs) is still only a warning.
+    let (code, _, err) = verb(
+        dir.path(),
+        &["check-config", "--strict", unknown.to_str().unwrap()],
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("database.retension_days"), "{err}");
+    let (code, _, err) = verb(
+        dir.path(),
+        &["check-config", "--strict", good.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let elsewhere = dir.path().join("elsewhere.toml");
+    std::fs::write(&elsewhere, "[data]\ngroup = \"no-such-group-here\"\n").unwrap();
+    let (code, _, err) = verb(
+        dir.path(),
+        &["check-config", "--strict", elsewhere.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("not on this machine"), "{err}");
 
     // The daemon's own environment variables are not config keys.
     let out = Command::new(BIN)

@@ -21,8 +21,14 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(90);
 /// `picosnitch check-config FILE`: loads FILE as the daemon would (with `PICOSNITCH_*`
 /// overrides), prints the warnings, and exits 0 when it is valid, 78 when not. A `[data]` user
 /// or group missing on this machine is only a warning here.
-pub fn check_config(path: &Path) -> ExitCode {
+pub fn check_config(path: &Path, strict: bool) -> ExitCode {
     match crate::config::check(path) {
+        Ok(loaded) if strict && !loaded.unknown.is_empty() => {
+            for u in &loaded.unknown {
+                eprintln!("picosnitch: config: {}: {u}", path.display());
+            }
+            ExitCode::from(EXIT_CONFIG)
+        }
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("picosnitch: warning: {w}");

@@ -402,6 +402,7 @@ mod tests {
         Loaded {
             config,
             warnings: Vec::new(),
+            unknown: Vec::new(),
             data,
             log_filters: LogFilters::default(),
         }
