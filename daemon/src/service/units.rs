@@ -153,7 +153,8 @@ pub fn service_unit(i: &UnitInput) -> String {
          Type=notify\n\
          NotifyAccess=main\n\
          ExecStart={exec}\n\
-         ExecReload=/bin/kill -HUP $MAINPID\n\
+         # SIGHUP by the shell's kill: /bin/kill is missing from minimal systems (Debian's procps).\n\
+         ExecReload=/bin/sh -c 'kill -HUP \"$$MAINPID\"'\n\
          Restart=on-failure\n\
          RestartSec=5\n\
          # Invalid config ({EXIT_CONFIG}), missing privileges ({EXIT_NOPERM}), unsupported kernel \
