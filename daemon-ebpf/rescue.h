@@ -95,6 +95,14 @@ static __always_inline void first_done(__u32 slot)
 	busy_add(slot, 0, -1);
 }
 
+/* A later level's verdict: `again` counts a rescued run. */
+static __always_inline bool rescue(bool again)
+{
+	if (again)
+		stat_add(STAT_RESCUED, 1);
+	return again;
+}
+
 /* The twin, last on its hook: true when the first program did not run on this invocation. */
 static __always_inline bool ran_again(__u32 slot)
 {
@@ -102,9 +110,7 @@ static __always_inline bool ran_again(__u32 slot)
 	bool again = skipped_at(r, slot, 0);
 	if (r)
 		*r &= ~RAN_BIT(slot, 0);
-	if (again)
-		stat_add(STAT_RESCUED, 1);
-	return again;
+	return rescue(again);
 }
 
 /* The twin of a hook with a third program (process events: long programs, skipped the most):
@@ -116,9 +122,7 @@ static __always_inline bool ran_twin(__u32 slot)
 	bool again = skipped_at(r, slot, 0);
 	if (r)
 		*r |= RAN_BIT(slot, 1);
-	if (again)
-		stat_add(STAT_RESCUED, 1);
-	return again;
+	return rescue(again);
 }
 
 static __always_inline void twin_done(__u32 slot)
@@ -133,9 +137,7 @@ static __always_inline bool ran_third(__u32 slot)
 	bool again = skipped_at(r, slot, 0) && skipped_at(r, slot, 1);
 	if (r)
 		*r &= ~(RAN_BIT(slot, 0) | RAN_BIT(slot, 1));
-	if (again)
-		stat_add(STAT_RESCUED, 1);
-	return again;
+	return rescue(again);
 }
 
 #else
