@@ -80,3 +80,41 @@ oci_print_cmd() {
 	done
 	echo "${out% }"
 }
+
+# Parses the run scripts' shared arguments into PRINT, PRIV (default $1), IMAGE, NAME, STATE_ROOT
+# and EXTRA; $2 is the number of the last line of the calling script's usage comment.
+# shellcheck disable=SC2034 # the variables are the callers'
+oci_run_args() {
+	local help_end=$2
+	PRIV=$1
+	shift 2
+	PRINT=0
+	IMAGE=localhost/picosnitch:latest
+	NAME=picosnitch
+	STATE_ROOT=
+	EXTRA=()
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--print) PRINT=1 ;;
+		--privileged) PRIV=privileged ;;
+		--caps) PRIV=caps ;;
+		--image) [ $# -ge 2 ] || die "--image needs a value"; IMAGE=$2; shift ;;
+		--name) [ $# -ge 2 ] || die "--name needs a value"; NAME=$2; shift ;;
+		--state-root) [ $# -ge 2 ] || die "--state-root needs a value"; STATE_ROOT=$2; shift ;;
+		--) shift; EXTRA=("$@"); break ;;
+		-h | --help) sed -n "3,${help_end}p" "$0"; exit 0 ;;
+		*) die "unknown argument: $1 (see --help)" ;;
+		esac
+		shift
+	done
+}
+
+# Prints the command (--print) or creates the state directories and runs it.
+oci_print_or_run() {
+	if [ "$PRINT" = 1 ]; then
+		oci_print_cmd "$@"
+		exit 0
+	fi
+	mkdir -p "${OCI_STATE_DIRS[@]}"
+	"$@"
+}

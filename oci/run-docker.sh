@@ -19,25 +19,7 @@ set -euo pipefail
 
 die() { echo "oci/run-docker.sh: $*" >&2; exit 1; }
 
-PRINT=0
-PRIV=caps
-IMAGE=localhost/picosnitch:latest
-NAME=picosnitch
-STATE_ROOT=
-EXTRA=()
-while [ $# -gt 0 ]; do
-	case $1 in
-	--print) PRINT=1 ;;
-	--privileged) PRIV=privileged ;;
-	--image) [ $# -ge 2 ] || die "--image needs a value"; IMAGE=$2; shift ;;
-	--name) [ $# -ge 2 ] || die "--name needs a value"; NAME=$2; shift ;;
-	--state-root) [ $# -ge 2 ] || die "--state-root needs a value"; STATE_ROOT=$2; shift ;;
-	--) shift; EXTRA=("$@"); break ;;
-	-h | --help) sed -n '3,16p' "$0"; exit 0 ;;
-	*) die "unknown argument: $1 (see --help)" ;;
-	esac
-	shift
-done
+oci_run_args caps 16 "$@"
 
 oci_mount_args "$STATE_ROOT"
 oci_priv_args "$PRIV"
@@ -50,10 +32,5 @@ cmd=(docker run -d --name "$NAME" --restart unless-stopped
 	"${EXTRA[@]}"
 	"$IMAGE")
 
-if [ "$PRINT" = 1 ]; then
-	oci_print_cmd "${cmd[@]}"
-	exit 0
-fi
 # docker creates missing bind-mount sources itself, as root-owned directories; so do we, first.
-mkdir -p "${OCI_STATE_DIRS[@]}"
-"${cmd[@]}"
+oci_print_or_run "${cmd[@]}"

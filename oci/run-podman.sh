@@ -21,25 +21,7 @@ set -euo pipefail
 
 die() { echo "oci/run-podman.sh: $*" >&2; exit 1; }
 
-PRINT=0
-PRIV=privileged
-IMAGE=localhost/picosnitch:latest
-NAME=picosnitch
-STATE_ROOT=
-EXTRA=()
-while [ $# -gt 0 ]; do
-	case $1 in
-	--print) PRINT=1 ;;
-	--caps) PRIV=caps ;;
-	--image) [ $# -ge 2 ] || die "--image needs a value"; IMAGE=$2; shift ;;
-	--name) [ $# -ge 2 ] || die "--name needs a value"; NAME=$2; shift ;;
-	--state-root) [ $# -ge 2 ] || die "--state-root needs a value"; STATE_ROOT=$2; shift ;;
-	--) shift; EXTRA=("$@"); break ;;
-	-h | --help) sed -n '3,18p' "$0"; exit 0 ;;
-	*) die "unknown argument: $1 (see --help)" ;;
-	esac
-	shift
-done
+oci_run_args privileged 18 "$@"
 
 oci_mount_args "$STATE_ROOT"
 oci_priv_args "$PRIV"
@@ -55,10 +37,6 @@ cmd=(podman run -d --name "$NAME" "${runtime[@]}"
 	"${EXTRA[@]}"
 	"$IMAGE")
 
-if [ "$PRINT" = 1 ]; then
-	oci_print_cmd "${cmd[@]}"
-	exit 0
-fi
-[ "$(id -u)" = 0 ] || die "run as root: the sidecar loads eBPF programs (rootless podman cannot)"
-mkdir -p "${OCI_STATE_DIRS[@]}"
-"${cmd[@]}"
+[ "$PRINT" = 1 ] || [ "$(id -u)" = 0 ] ||
+	die "run as root: the sidecar loads eBPF programs (rootless podman cannot)"
+oci_print_or_run "${cmd[@]}"
