@@ -38,18 +38,10 @@ sid sid linux-image-amd64 picosnitch.sets=auto'
 MODULES='sctp'
 WANT=${PICOSNITCH_VM_KERNELS:-$(awk '{printf "%s ", $1}' <<<"$KERNEL_TABLE")}
 
-say() { printf '%s\n' "$*" >&2; }
-die() {
-	say "run.sh: $*"
-	exit 2
-}
+# shellcheck source=vm-tests/common.sh
+. "$HERE/common.sh"
 
 # ---- 1. tools ----
-is_static() { # file
-	local out
-	out=$(ldd "$1" 2>&1 || true)
-	grep -qE 'not a dynamic|statically' <<<"$out"
-}
 
 check_tools() {
 	local missing=() t

@@ -39,18 +39,10 @@ WORK=$LOGS/work
 # The checks systemd-guest.sh reports, in its order; one missing is a failure.
 CHECKS='units db-running journal status reload bad-config socket-activation api-tcp stop-write'
 
-say() { printf '%s\n' "$*" >&2; }
-die() {
-	say "systemd.sh: $*"
-	exit 2
-}
+# shellcheck source=vm-tests/common.sh
+. "$HERE/common.sh"
 
 # ---- 1. tools ----
-is_static() { # file
-	local out
-	out=$(ldd "$1" 2>&1 || true)
-	grep -qE 'not a dynamic|statically' <<<"$out"
-}
 
 check_tools() {
 	local missing=() t
