@@ -115,10 +115,17 @@ pub fn has_sockets(api: &crate::config::Api) -> bool {
 }
 
 pub fn service_unit(i: &UnitInput) -> String {
-    let l = i.loaded;
-    let sockets = has_sockets(&l.config.api);
-    let caps = capabilities(l);
-    let network = needs_network(l);
+    let mut u = String::new();
+    unit_section(&mut u, i);
+    service_section(&mut u, i);
+    sandbox(&mut u, i);
+    network_access(&mut u, i.loaded);
+    let _ = writeln!(u, "\n[Install]\nWantedBy=multi-user.target");
+    u
+}
+
+/// The ExecStart= line: this binary, with the `--config` given.
+fn exec_start(i: &UnitInput) -> String {
     let mut exec = format!(
         "{} start-no-daemon",
         systemd_quote(&i.exe.to_string_lossy())
@@ -126,13 +133,12 @@ pub fn service_unit(i: &UnitInput) -> String {
     if let Some(c) = i.config {
         let _ = write!(exec, " --config {}", systemd_quote(&c.to_string_lossy()));
     }
-    // A binary in a home directory must stay reachable; desktop notifications read /run/user.
-    let home = if l.config.desktop.notifications || under(i.exe, &["/home", "/root", "/run/user"]) {
-        "read-only"
-    } else {
-        "yes"
-    };
-    let mut u = String::new();
+    exec
+}
+
+/// [Unit], and [Service] up to the directories: start, restart, limits.
+fn unit_section(u: &mut String, i: &UnitInput) {
+    let sockets = has_sockets(&i.loaded.config.api);
     let _ = writeln!(
         u,
         "# Written by `picosnitch systemd`. [desktop] notifications, [data] owner/group,\n\
@@ -146,6 +152,12 @@ pub fn service_unit(i: &UnitInput) -> String {
     } else {
         let _ = writeln!(u, "# [api] turns the TCP listener and the unix socket off.");
     }
+}
+
+/// [Service]: notify, restarts, limits, directories.
+fn service_section(u: &mut String, i: &UnitInput) {
+    let l = i.loaded;
+    let exec = exec_start(i);
     let _ = writeln!(
         u,
         "\n\
@@ -187,6 +199,18 @@ pub fn service_unit(i: &UnitInput) -> String {
          ConfigurationDirectory=picosnitch\n\
          UMask=0077"
     );
+}
+
+/// Capabilities, file system, kernel and system call restrictions.
+fn sandbox(u: &mut String, i: &UnitInput) {
+    let l = i.loaded;
+    let caps = capabilities(l);
+    // A binary in a home directory must stay reachable; desktop notifications read /run/user.
+    let home = if l.config.desktop.notifications || under(i.exe, &["/home", "/root", "/run/user"]) {
+        "read-only"
+    } else {
+        "yes"
+    };
     for (cap, why) in &caps {
         let _ = writeln!(u, "# {cap}: {why}");
     }
@@ -230,7 +254,12 @@ pub fn service_unit(i: &UnitInput) -> String {
              SystemCallFilter=setpriority"
         );
     }
-    if network {
+}
+
+/// The network: none, the API sockets systemd passes, or the resolver for reverse DNS.
+fn network_access(u: &mut String, l: &Loaded) {
+    let sockets = has_sockets(&l.config.api);
+    if needs_network(l) {
         let _ = writeln!(
             u,
             "# [dns] reverse_dns asks the system's resolver: the network stays reachable.\n\
@@ -253,8 +282,6 @@ pub fn service_unit(i: &UnitInput) -> String {
              RestrictAddressFamilies=AF_UNIX"
         );
     }
-    let _ = writeln!(u, "\n[Install]\nWantedBy=multi-user.target");
-    u
 }
 
 /// `picosnitch.socket`: a TCP `ListenStream=` for `[api] listen` (IPv6 as `[::1]:5100`) and the
